@@ -1,0 +1,304 @@
+"""The session layer: the one place where HTTP attempts are made and HTTP-level retries happen.
+
+Per attempt: take a token from the campaign's limiter -> send with aiohttp -> read a size-capped
+body -> decide: done, raise a typed error, or retry after a delay. Re-sending rules:
+
+- GET: retried on 429, 5xx, timeouts and connection errors (it changes nothing).
+- POST (send, retry): re-sent only when the server certainly dropped it: a 429, or a connection
+  that failed before the request was written. Any other failure (timeout, reset after writing,
+  5xx) raises :class:`OutcomeUnknownError`: a re-send could deliver a second SMS.
+- Every retry withdraws from the campaign's retry budget, so an outage does not multiply traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import attrs
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from ._version import __version__
+from .errors import (
+    APIError,
+    MalformedResponseError,
+    OutcomeUnknownError,
+    PostmanConnectionError,
+    PostmanError,
+    PostmanTimeoutError,
+    RetryBudgetExhaustedError,
+    ServerError,
+    TooManyRequestsError,
+)
+from .models import Priority
+from .protocol import Request, error_from_response
+from .ratelimit import Clock, Limiter, Sleep
+
+logger = logging.getLogger("postman_async")
+
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+
+
+@attrs.frozen
+class RawResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    attempts: int
+
+
+class RetryBudget:
+    """A campaign's allowance of HTTP retries (after botocore's retry quota): each retry
+    withdraws, each success deposits a little back. Empty means an outage: stop retrying."""
+
+    def __init__(self, capacity: int = 100, retry_cost: int = 5, success_refund: int = 1) -> None:
+        self.capacity = capacity
+        self.retry_cost = retry_cost
+        self.success_refund = success_refund
+        self.available = capacity
+
+    def withdraw(self) -> bool:
+        if self.available < self.retry_cost:
+            return False
+        self.available -= self.retry_cost
+        return True
+
+    def deposit(self) -> None:
+        self.available = min(self.capacity, self.available + self.success_refund)
+
+
+_budgets: dict[str, RetryBudget] = {}
+
+
+def shared_retry_budget(key: str) -> RetryBudget:
+    """The process-wide retry budget of a campaign."""
+    budget = _budgets.get(key)
+    if budget is None:
+        budget = _budgets[key] = RetryBudget()
+    return budget
+
+
+class _NotSent(Exception):
+    """The connection failed before the request was written: safe to re-send."""
+
+
+class _MaybeSent(Exception):
+    """The request may have reached the server."""
+
+
+class HttpSession:
+    """Sends :class:`Request` objects for one campaign key. Owns the aiohttp session it creates
+    (lazily, inside the running loop); never closes a session it was given."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: URL,
+        limiter: Limiter,
+        retry_budget: RetryBudget,
+        timeout: float,
+        max_retries: int,
+        session: aiohttp.ClientSession | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 20.0,
+        max_retry_after: float = 60.0,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._api_key = api_key
+        self._base_url = str(base_url).rstrip("/")
+        self.limiter = limiter
+        self.retry_budget = retry_budget
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self._session = session
+        self._owns_session = session is None
+        self.max_response_bytes = max_response_bytes
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.max_retry_after = max_retry_after
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._closed = False
+        self.calls = 0  # HTTP attempts made (tokens spent)
+
+    def __repr__(self) -> str:
+        return f"<HttpSession {self._base_url}>"
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise PostmanError("the client is closed")
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=100),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and self._owns_session and not session.closed:
+            await session.close()
+
+    def backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1)))."""
+        ceiling = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
+        return self._rng.uniform(0, ceiling)
+
+    async def send(self, request: Request, *, priority: Priority = Priority.HIGH) -> RawResponse:
+        attempt = 0
+        while True:
+            attempt += 1
+            await self.limiter.acquire(priority)
+            started = self._clock()
+            self.calls += 1
+            error: PostmanError
+            certainly_dropped = False
+            try:
+                status, headers, body = await self._perform(request)
+            except _NotSent as exc:
+                error = _transport_error(exc.__cause__, request)
+                certainly_dropped = True
+                status = 0
+            except _MaybeSent as exc:
+                error = _transport_error(exc.__cause__, request)
+                status = 0
+            else:
+                latency = (self._clock() - started) * 1000
+                logger.debug(
+                    "%s %s -> %d attempt=%d latency=%.1fms",
+                    request.method,
+                    request.path,
+                    status,
+                    attempt,
+                    latency,
+                )
+                if 200 <= status < 300:
+                    self.retry_budget.deposit()
+                    return RawResponse(status, headers, body, attempt)
+                error = error_from_response(
+                    status, headers, body, method=request.method, path=request.path
+                )
+                certainly_dropped = status == 429
+            if status == 0:
+                logger.debug(
+                    "%s %s -> %s attempt=%d",
+                    request.method,
+                    request.path,
+                    type(error).__name__,
+                    attempt,
+                )
+
+            retryable = certainly_dropped or (request.is_idempotent and _transient(error))
+            if not retryable or attempt > self.max_retries:
+                raise self._final(request, error, certainly_dropped)
+            if not self.retry_budget.withdraw():
+                raise RetryBudgetExhaustedError(
+                    f"retry budget exhausted; last error: {error}", cause=error
+                ) from error
+            if isinstance(error, TooManyRequestsError):
+                delay = error.retry_after
+                delay = self.backoff(attempt) if delay is None else min(delay, self.max_retry_after)
+                logger.info(
+                    "%s %s throttled (429), retrying in %.2fs (attempt %d)",
+                    request.method,
+                    request.path,
+                    delay,
+                    attempt,
+                )
+                await self.limiter.penalize(delay)
+            else:
+                delay = self.backoff(attempt)
+                logger.info(
+                    "%s %s failed (%s), retrying in %.2fs (attempt %d)",
+                    request.method,
+                    request.path,
+                    error,
+                    delay,
+                    attempt,
+                )
+                await self._sleep(delay)
+
+    @staticmethod
+    def _final(request: Request, error: PostmanError, dropped: bool) -> PostmanError:
+        if request.is_idempotent or dropped or (isinstance(error, APIError) and error.status < 500):
+            return error
+        return OutcomeUnknownError(
+            f"{request.method} {request.path}: outcome unknown after {error}; "
+            "it was not re-sent (no idempotency key: a re-send could deliver twice)",
+            cause=error,
+        )
+
+    async def _perform(self, request: Request) -> tuple[int, CIMultiDictProxy[str], bytes]:
+        http = self._http()
+        headers = {
+            "Authorization": f"Bearer {self._api_key}",
+            "Accept": "application/json",
+            "User-Agent": f"postman-async/{__version__}",
+        }
+        kwargs: dict[str, Any] = {
+            "headers": headers,
+            "params": list(request.params) or None,
+            "allow_redirects": False,
+            "timeout": aiohttp.ClientTimeout(total=self.timeout),
+        }
+        if request.json_body is not None:
+            kwargs["json"] = request.json_body
+        elif request.csv_file is not None:
+            form = aiohttp.FormData()
+            form.add_field(
+                "file", request.csv_file, filename=request.filename, content_type="text/csv"
+            )
+            kwargs["data"] = form
+        url = URL(self._base_url + request.path, encoded=True)
+        try:
+            async with http.request(request.method, url, **kwargs) as response:
+                body = await self._read_capped(response)
+                return response.status, response.headers, body
+        except (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError) as exc:
+            # Not transient: a certificate problem will not fix itself on a re-send.
+            raise PostmanConnectionError(
+                f"{request.method} {request.path}: TLS failure ({type(exc).__name__})"
+            ) from exc
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise _NotSent() from exc
+        except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise _MaybeSent() from exc
+
+    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
+        limit = self.max_response_bytes
+        if response.content_length is not None and response.content_length > limit:
+            raise MalformedResponseError(f"response of {response.content_length} bytes refused")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > limit:
+                raise MalformedResponseError(f"response larger than {limit} bytes refused")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _transient(error: PostmanError) -> bool:
+    return isinstance(
+        error, (TooManyRequestsError, ServerError, PostmanConnectionError, PostmanTimeoutError)
+    )
+
+
+def _transport_error(cause: BaseException | None, request: Request) -> PostmanError:
+    where = f"{request.method} {request.path}"
+    if isinstance(cause, asyncio.TimeoutError):
+        return PostmanTimeoutError(f"{where}: timed out")
+    detail = type(cause).__name__ if cause else "unknown"
+    return PostmanConnectionError(f"{where}: connection failed ({detail})")

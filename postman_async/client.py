@@ -1,0 +1,324 @@
+"""PostmanClient: one campaign and its API key; one typed method per endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
+from typing import IO, Any
+
+import aiohttp
+
+from ._session import DEFAULT_MAX_RESPONSE_BYTES, HttpSession, shared_retry_budget
+from .converter import decode
+from .errors import MalformedResponseError, OutcomeUnknownError, PostmanError, ValidationError
+from .models import BatchSendResult, Message, MessageStatus, Page, Priority
+from .protocol import (
+    Request,
+    decode_body,
+    get_message_request,
+    list_batch_messages_request,
+    list_messages_request,
+    retry_batch_request,
+    retry_message_request,
+    send_batch_request,
+    send_message_request,
+)
+from .ratelimit import Clock, Limiter, Sleep, shared_limiter
+from .validation import rows_to_csv, validate_api_key, validate_base_url, validate_csv, validate_id
+
+logger = logging.getLogger("postman_async")
+
+PRODUCTION_URL = "https://postman.gov.sg/api/v2"
+TEST_URL = "https://test.postman.gov.sg/api/v2"
+
+CsvSource = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes] | IO[str]
+
+
+def default_base_url(api_key: str) -> str:
+    """The environment a key belongs to: ``key_test_`` -> test, anything else -> production
+    (the same rule as OGP's own Postman client)."""
+    return TEST_URL if api_key.startswith("key_test_") else PRODUCTION_URL
+
+
+class MessagePages:
+    """A listing: ``async for message in pages`` follows the ``after`` cursor through every
+    page; :meth:`pages` yields whole pages; :meth:`fetch` gets one page by cursor."""
+
+    def __init__(self, fetch: Callable[..., Awaitable[Page]]) -> None:
+        self._fetch = fetch
+
+    async def fetch(self, *, after: str | None = None, before: str | None = None) -> Page:
+        """One page: the newest, or the one after/before a cursor."""
+        return await self._fetch(after=after, before=before)
+
+    async def pages(self) -> AsyncIterator[Page]:
+        cursor: str | None = None
+        seen: set[str] = set()
+        while True:
+            page = await self._fetch(after=cursor, before=None)
+            yield page
+            cursor = page.next_cursor
+            if cursor is None:
+                return
+            if cursor in seen:
+                raise MalformedResponseError("the API returned a cursor it returned before")
+            seen.add(cursor)
+
+    async def _messages(self) -> AsyncIterator[Message]:
+        async for page in self.pages():
+            for message in page.data:
+                yield message
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self._messages()
+
+
+class PostmanClient:
+    """Async client for one Postman v2 campaign.
+
+    Use ``async with PostmanClient(api_key=..., campaign_id=...) as client:``. Every HTTP attempt
+    takes a token from the campaign's limiter (shared by every client of the campaign in this
+    process); see the README for the retry and no-double-send rules.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        campaign_id: str,
+        *,
+        base_url: str | None = None,
+        rate_limit: float = 10.0,
+        timeout: float = 30.0,
+        max_retries: int = 5,
+        session: aiohttp.ClientSession | None = None,
+        limiter: Limiter | None = None,
+        priority: Priority = Priority.HIGH,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        key = validate_api_key(api_key)
+        self.campaign_id = validate_id("campaign_id", campaign_id)
+        self.base_url = str(validate_base_url(base_url or default_base_url(key)))
+        if not rate_limit > 0:
+            raise ValidationError("rate_limit", "must be > 0")
+        if not timeout > 0:
+            raise ValidationError("timeout", "must be > 0")
+        if not isinstance(max_retries, int) or max_retries < 0:
+            raise ValidationError("max_retries", "must be an integer >= 0")
+        self.rate_limit = float(rate_limit)
+        self.priority = priority
+        self._limiter = limiter
+        self._campaign_key = f"{self.base_url}#{self.campaign_id}"
+        self._session_args: dict[str, Any] = {
+            "api_key": key,
+            "timeout": float(timeout),
+            "max_retries": max_retries,
+            "session": session,
+            "max_response_bytes": max_response_bytes,
+            "clock": clock,
+            "sleep": sleep,
+            "rng": rng,
+        }
+        self._http: HttpSession | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"PostmanClient(campaign_id={self.campaign_id!r}, base_url={self.base_url!r})"
+
+    async def __aenter__(self) -> PostmanClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the aiohttp session if this client created it."""
+        self._closed = True
+        if self._http is not None:
+            await self._http.aclose()
+
+    @property
+    def limiter(self) -> Limiter:
+        """The campaign's limiter (created on first use, inside the running loop)."""
+        return self._session().limiter
+
+    @property
+    def calls(self) -> int:
+        """HTTP attempts this client has made: each spent one token of the budget."""
+        return self._http.calls if self._http else 0
+
+    def _session(self) -> HttpSession:
+        if self._closed:
+            raise PostmanError("the client is closed")
+        if self._http is None:
+            limiter = self._limiter or shared_limiter(self._campaign_key, self.rate_limit)
+            self._http = HttpSession(
+                base_url=validate_base_url(self.base_url),
+                limiter=limiter,
+                retry_budget=shared_retry_budget(self._campaign_key),
+                **self._session_args,
+            )
+        return self._http
+
+    async def _call(self, request: Request, priority: Priority | None) -> Any:
+        raw = await self._session().send(request, priority=priority or self.priority)
+        return decode_body(raw.body)
+
+    # -- endpoints -------------------------------------------------------------------------
+
+    async def send_message(
+        self,
+        recipient: str,
+        language: str,
+        values: Mapping[str, str],
+        *,
+        priority: Priority | None = None,
+    ) -> Message:
+        """Send one SMS (``POST /campaigns/{id}/messages``); returns the created message.
+
+        Never re-sent after an ambiguous failure: that raises :class:`OutcomeUnknownError`.
+        """
+        request = send_message_request(self.campaign_id, recipient, language, values)
+        return decode(Message, await self._call(request, priority))
+
+    async def get_message(self, message_id: str, *, priority: Priority | None = None) -> Message:
+        """Read one message, with its attempts, template body and batches."""
+        request = get_message_request(self.campaign_id, message_id)
+        return decode(Message, await self._call(request, priority))
+
+    async def retry_message(self, message_id: str, *, priority: Priority | None = None) -> Message:
+        """Retry a failed message (same id; status back to ``created``).
+
+        After an ambiguous failure the message is read once: a status other than ``failure``
+        means the retry took, and that message is returned; otherwise
+        :class:`OutcomeUnknownError` is raised with ``observed`` set (it was probably not
+        applied, and it was not re-sent).
+        """
+        request = retry_message_request(self.campaign_id, message_id)
+        try:
+            return decode(Message, await self._call(request, priority))
+        except OutcomeUnknownError as exc:
+            return await self._reconcile_retry(message_id, exc, priority)
+
+    async def _reconcile_retry(
+        self, message_id: str, exc: OutcomeUnknownError, priority: Priority | None
+    ) -> Message:
+        try:
+            message = await self.get_message(message_id, priority=priority)
+        except PostmanError as read_error:
+            raise OutcomeUnknownError(
+                f"retry of {message_id}: outcome unknown ({exc.cause}); "
+                f"reading it back failed too ({read_error})",
+                cause=exc.cause,
+            ) from read_error
+        if message.latest_status != MessageStatus.FAILURE:
+            logger.info("retry of %s confirmed by reading it back", message_id)
+            return message
+        raise OutcomeUnknownError(
+            f"retry of {message_id} was probably not applied ({exc.cause}): it is still in "
+            "failure; it was not re-sent",
+            cause=exc.cause,
+            observed=message,
+        ) from exc
+
+    async def send_batch(
+        self,
+        rows_or_csv: Iterable[Mapping[str, str]] | CsvSource,
+        *,
+        filename: str = "messages.csv",
+        priority: Priority | None = None,
+    ) -> BatchSendResult:
+        """Send a batch as a CSV upload (form field ``file``).
+
+        ``rows_or_csv``: row mappings (``recipient``, ``language`` and the template variables),
+        CSV ``bytes``/``str`` content, a path (``os.PathLike``) or an open file. The CSV is
+        checked as the API would before it is sent.
+        """
+        csv_bytes = await _csv_bytes(rows_or_csv)
+        if not filename.endswith(".csv") or any(c in filename for c in '/\\"\r\n'):
+            raise ValidationError("filename", "must be a plain name ending in .csv")
+        request = send_batch_request(self.campaign_id, csv_bytes, filename)
+        return decode(BatchSendResult, await self._call(request, priority))
+
+    async def retry_batch(self, batch_id: str, *, priority: Priority | None = None) -> None:
+        """Retry every failed message of a batch (201, no body)."""
+        await self._call(retry_batch_request(self.campaign_id, batch_id), priority)
+
+    def list_batch_messages(
+        self,
+        batch_id: str,
+        *,
+        page_size: int = 1000,
+        search: str | None = None,
+        priority: Priority | None = None,
+    ) -> MessagePages:
+        """Messages of a batch, newest first, with ``numAttempts`` and ``messageAttempts``."""
+        # Built once now so bad input fails at the call, not at the first iteration.
+        list_batch_messages_request(self.campaign_id, batch_id, limit=page_size, search=search)
+
+        async def fetch(*, after: str | None, before: str | None) -> Page:
+            request = list_batch_messages_request(
+                self.campaign_id,
+                batch_id,
+                limit=page_size,
+                after=after,
+                before=before,
+                search=search,
+            )
+            return decode(Page, await self._call(request, priority))
+
+        return MessagePages(fetch)
+
+    def list_messages(
+        self,
+        *,
+        page_size: int = 1000,
+        search: str | None = None,
+        priority: Priority | None = None,
+    ) -> MessagePages:
+        """Every message of the campaign (single and batch sends), newest first."""
+        list_messages_request(self.campaign_id, limit=page_size, search=search)
+
+        async def fetch(*, after: str | None, before: str | None) -> Page:
+            request = list_messages_request(
+                self.campaign_id, limit=page_size, after=after, before=before, search=search
+            )
+            return decode(Page, await self._call(request, priority))
+
+        return MessagePages(fetch)
+
+
+async def _csv_bytes(source: Any) -> bytes:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return validate_csv(bytes(source))
+    if isinstance(source, str):
+        return validate_csv(source.encode("utf-8"))
+    if isinstance(source, os.PathLike):
+        try:
+            data = await asyncio.to_thread(_read_file, os.fspath(source))
+        except OSError as exc:
+            raise ValidationError("csv", f"cannot read {os.fspath(source)!r}: {exc}") from exc
+        return validate_csv(data)
+    if hasattr(source, "read"):
+        content = source.read()
+        return validate_csv(content.encode("utf-8") if isinstance(content, str) else content)
+    if isinstance(source, Iterable):
+        return rows_to_csv(source)
+    raise ValidationError("rows_or_csv", f"cannot make a CSV from {type(source).__name__}")
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()

@@ -1,0 +1,130 @@
+"""The one cattrs converter: camelCase JSON <-> snake_case attrs models.
+
+Strict about types that matter (a ``"false"`` string never becomes ``True``), lenient about
+shape (unknown fields are ignored), and every failure surfaces as
+:class:`~postman_async.errors.MalformedResponseError` through :func:`decode`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from .errors import MalformedResponseError
+from .models import Batch, BatchStatus, Language, MessageAttempt, MessageStatus
+
+T = TypeVar("T")
+
+SINGAPORE = timezone(timedelta(hours=8), "SGT")
+_CAMEL_BOUNDARY = re.compile(r"_([a-z0-9])")
+_RENAMES: dict[tuple[type, str], str] = {(Batch, "batch_message"): "BatchMessage"}
+
+
+def to_camel(name: str) -> str:
+    return _CAMEL_BOUNDARY.sub(lambda m: m.group(1).upper(), name)
+
+
+def parse_timestamp(value: object) -> datetime:
+    """ISO 8601 to an aware datetime. ``Z`` is accepted; a timestamp without an offset is taken
+    as Singapore time, the API's own zone."""
+    if not isinstance(value, str):
+        raise TypeError(f"timestamp must be a string, got {type(value).__name__}")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=SINGAPORE)
+
+
+def _strict_str(value: object, _: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise TypeError(f"expected a string, got {type(value).__name__}")
+
+
+def _strict_int(value: object, _: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise TypeError(f"expected an integer, got {type(value).__name__}")
+
+
+def _strict_bool(value: object, _: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise TypeError(f"expected a boolean, got {type(value).__name__}")
+
+
+def _structure_open_enum(value: object, cls: type[T]) -> T:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return cls(value)  # type: ignore[call-arg]
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter()
+    conv.register_structure_hook(str, _strict_str)
+    conv.register_structure_hook(int, _strict_int)
+    conv.register_structure_hook(bool, _strict_bool)
+    conv.register_structure_hook(datetime, lambda v, _: parse_timestamp(v))
+    for open_enum in (MessageStatus, BatchStatus, Language):
+        # Registered per class so they win over the str hook (they subclass str).
+        conv.register_structure_hook(open_enum, _structure_open_enum)
+    conv.register_unstructure_hook(datetime, lambda d: d.isoformat(timespec="milliseconds"))
+
+    def names(cls: type) -> dict[str, Any]:
+        return {
+            a.name: override(rename=_RENAMES.get((cls, a.name), to_camel(a.name)))
+            for a in attrs.fields(cls)
+        }
+
+    conv.register_structure_hook_factory(
+        attrs.has, lambda cls: make_dict_structure_fn(cls, conv, **names(cls))
+    )
+    conv.register_unstructure_hook_factory(
+        attrs.has, lambda cls: make_dict_unstructure_fn(cls, conv, **names(cls))
+    )
+
+    structure_attempt = make_dict_structure_fn(MessageAttempt, conv, **names(MessageAttempt))
+
+    def attempt_hook(value: Any, cls: type) -> MessageAttempt:
+        # attempts[] nests {"error": {"type", "code"}}; messageAttempts[] is flat.
+        if isinstance(value, dict) and isinstance(value.get("error"), dict):
+            error = value["error"]
+            value = {**value, "errorType": error.get("type"), "errorCode": error.get("code")}
+        return structure_attempt(value, cls)
+
+    conv.register_structure_hook(MessageAttempt, attempt_hook)
+    return conv
+
+
+converter = _make_converter()
+
+
+def decode(cls: type[T], data: Any) -> T:
+    """Structure decoded JSON into ``cls``; any mismatch is a MalformedResponseError."""
+    if not isinstance(data, dict):
+        raise MalformedResponseError(
+            f"expected a JSON object for {cls.__name__}, got {type(data).__name__}"
+        )
+    try:
+        return converter.structure(data, cls)
+    except Exception as exc:  # cattrs raises class/iterable validation groups
+        raise MalformedResponseError(f"cannot decode {cls.__name__}: {_summary(exc)}") from exc
+
+
+def encode(value: Any) -> Any:
+    """Unstructure a model back to camelCase JSON-ready data."""
+    return converter.unstructure(value)
+
+
+def _summary(exc: BaseException) -> str:
+    if isinstance(exc, cattrs.BaseValidationError):
+        return "; ".join(cattrs.transform_error(exc))[:500]
+    return f"{type(exc).__name__}: {exc}"[:500]

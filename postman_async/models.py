@@ -1,0 +1,228 @@
+"""Typed, frozen models of the Postman v2 payloads.
+
+Every field but ``id`` is optional: each endpoint returns a different subset of the message object
+(send responses carry no ``templateBody``/``attempts``; batch listings add ``numAttempts`` and
+``messageAttempts``). Unknown fields are ignored and unknown enum values are kept, never fatal.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+
+class _OpenEnum(str, enum.Enum):
+    """A string enum that keeps values it does not know instead of failing.
+
+    ``MessageStatus("paused")`` gives a member named ``UNKNOWN`` whose value is ``"paused"``.
+    """
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        if isinstance(value, str):
+            member = str.__new__(cls, value)
+            member._name_ = "UNKNOWN"
+            member._value_ = value
+            return member
+        return None
+
+    @property
+    def is_known(self) -> bool:
+        return self._name_ != "UNKNOWN"
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class MessageStatus(_OpenEnum):
+    """A message's ``latestStatus`` (and an attempt's ``status``)."""
+
+    CREATED = "created"
+    ENQUEUED = "enqueued"
+    SENDING = "sending"
+    SENT = "sent"
+    SENT_TO_TELCO = "sent_to_telco"
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+    @property
+    def is_terminal(self) -> bool:
+        """``success`` and ``failure`` never change without a retry. ``sent_to_telco`` is final
+        for foreign numbers only, which the status alone cannot tell."""
+        return self in (MessageStatus.SUCCESS, MessageStatus.FAILURE)
+
+
+class BatchStatus(_OpenEnum):
+    """A batch's status. Only the two retryable values are documented; ``messages_enqueuing``
+    is this SDK's name for the in-progress state, ``success`` appears in a 2024 example."""
+
+    MESSAGES_ENQUEUING = "messages_enqueuing"
+    MESSAGES_ENQUEUED = "messages_enqueued"
+    MESSAGES_ENQUEUING_FAILED = "messages_enqueuing_failed"
+    SUCCESS = "success"
+
+    @property
+    def allows_retry(self) -> bool:
+        return self in (BatchStatus.MESSAGES_ENQUEUED, BatchStatus.MESSAGES_ENQUEUING_FAILED)
+
+
+class Language(_OpenEnum):
+    ENGLISH = "english"
+    CHINESE = "chinese"
+    MALAY = "malay"
+    TAMIL = "tamil"
+
+
+class Priority(enum.IntEnum):
+    """Limiter lane. ``HIGH`` (the client's default) goes ahead of ``BULK`` (the orchestrator's)."""
+
+    HIGH = 0
+    BULK = 1
+
+
+@attrs.frozen
+class MessageAttempt:
+    """One delivery attempt. Decodes both shapes: ``attempts[]`` items (nested
+    ``error{type, code}``) and batch listings' flat ``messageAttempts[]`` items."""
+
+    status: MessageStatus | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    sent_at: datetime | None = None
+    delivered_at: datetime | None = None
+    error_type: str | None = None
+    error_code: str | None = None
+    id: str | None = None
+    message_id: str | None = None
+    external_attempt_id: str | None = None
+    creator_id: str | None = None
+
+
+@attrs.frozen
+class TemplateBody:
+    id: str | None = None
+    template_id: str | None = None
+    language: str | None = None
+    body: str | None = None
+    creator_id: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@attrs.frozen
+class BatchMessageLink:
+    """The join row between a batch and a message (``BatchMessage`` in payloads)."""
+
+    id: str | None = None
+    batch_id: str | None = None
+    message_id: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@attrs.frozen
+class Batch:
+    """A batch as nested in a message's ``batches[]`` (there is no endpoint to GET a batch)."""
+
+    id: str
+    status: BatchStatus | None = None
+    original_file_name: str | None = None
+    campaign_id: str | None = None
+    creator_id: str | None = None
+    total_messages: int | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    batch_message: BatchMessageLink | None = None
+
+
+@attrs.frozen
+class Message:
+    """A message, as returned by any endpoint (fields an endpoint omits are ``None``)."""
+
+    id: str
+    recipient: str | None = None
+    values: dict[str, str] | None = None
+    language: str | None = None
+    full_message: str | None = None
+    latest_status: MessageStatus | None = None
+    template_body_id: str | None = None
+    campaign_id: str | None = None
+    creator_id: str | None = None
+    creator_email: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    template_body: TemplateBody | None = None
+    batches: tuple[Batch, ...] | None = None
+    batch_id: str | None = None
+    attempts: tuple[MessageAttempt, ...] | None = None
+    message_attempts: tuple[MessageAttempt, ...] | None = None
+    num_attempts: int | None = None
+    error: str | None = None
+
+    @property
+    def attempt_count(self) -> int | None:
+        """Attempts so far (``numAttempts``, else the length of an attempt list), if known."""
+        if self.num_attempts is not None:
+            return self.num_attempts
+        for attempts in (self.attempts, self.message_attempts):
+            if attempts is not None:
+                return len(attempts)
+        return None
+
+    @property
+    def latest_attempt(self) -> MessageAttempt | None:
+        """The newest attempt, by ``createdAt`` when present (lists are newest first)."""
+        attempts = self.attempts if self.attempts else self.message_attempts
+        if not attempts:
+            return None
+        dated = [a for a in attempts if a.created_at is not None]
+        if len(dated) == len(attempts):
+            return max(dated, key=lambda a: a.created_at or datetime.min)
+        return attempts[0]
+
+    @property
+    def latest_error_code(self) -> str | None:
+        attempt = self.latest_attempt
+        return attempt.error_code if attempt else None
+
+    @property
+    def batch(self) -> Batch | None:
+        """The batch this message belongs to, when the payload says (``batches[0]``)."""
+        return self.batches[0] if self.batches else None
+
+    @property
+    def batch_ids(self) -> tuple[str, ...]:
+        if self.batches:
+            return tuple(b.id for b in self.batches)
+        return (self.batch_id,) if self.batch_id else ()
+
+
+@attrs.frozen
+class PageInfo:
+    has_next_page: bool = False
+    has_previous_page: bool = False
+    start_cursor: str | None = None
+    end_cursor: str | None = None
+
+
+@attrs.frozen
+class Page:
+    """One page of a listing: ``data`` newest first, and the cursors to move on."""
+
+    data: tuple[Message, ...]
+    page_data: PageInfo = PageInfo()
+
+    @property
+    def next_cursor(self) -> str | None:
+        return self.page_data.end_cursor if self.page_data.has_next_page else None
+
+
+@attrs.frozen
+class BatchSendResult:
+    """Answer to a batch send: ``{"isValid": true, "batchId": "..."}``."""
+
+    batch_id: str
+    is_valid: bool = True

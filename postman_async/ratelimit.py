@@ -1,0 +1,174 @@
+"""Per-campaign rate limiting: a no-burst GCRA with priority lanes that slows down after a 429.
+
+Why not ``aiolimiter.AsyncLimiter(10, 1)``: it admits a burst of 10 and then 10 more within the
+same second (19-20 in a sliding second, measured), and the server drops what exceeds 10.
+
+The schedule: grants are spaced ``interval = (1 + margin) / rate`` apart, so any sliding second
+holds at most ``rate`` of them even when timers fire a few ms late (``margin`` absorbs arrival
+jitter at the server). A grant that comes up to ``slack`` late keeps its place in the schedule
+instead of pushing every later grant back, so the achieved rate stays at the design rate.
+
+Lanes: a ``HIGH`` caller reserves the next free slot at once. ``BULK`` callers queue FIFO and the
+head of that queue reserves a slot only when the slot is due, so an urgent call that arrives
+while a bulk job saturates the budget waits at most about one interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Protocol, runtime_checkable
+
+from .models import Priority
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@runtime_checkable
+class Limiter(Protocol):
+    """What the session layer needs from a campaign limiter (in-process or Redis)."""
+
+    @property
+    def rate(self) -> float: ...
+
+    async def acquire(self, priority: Priority = Priority.HIGH) -> None:
+        """Wait for one token of the campaign's budget."""
+
+    async def penalize(self, delay: float) -> None:
+        """The server throttled us: pause the campaign for ``delay`` s and slow down."""
+
+
+class RateLimiter:
+    """In-process per-campaign limiter. See the module docstring for the guarantees."""
+
+    def __init__(
+        self,
+        rate: float = 10.0,
+        *,
+        margin: float = 0.005,
+        slack: float = 0.002,
+        recovery: float = 30.0,
+        min_fraction: float = 0.25,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if not rate > 0:
+            raise ValueError("rate must be > 0")
+        self._rate = float(rate)
+        self.margin = margin
+        self.slack = slack
+        self.recovery = recovery
+        self.min_fraction = min_fraction
+        self._clock = clock
+        self._sleep = sleep
+        self._tat = -float("inf")  # theoretical arrival time of the next free slot
+        self._blocked_until = -float("inf")
+        self._fraction = 1.0  # share of the rate in force after the last 429
+        self._penalized_at = -float("inf")
+        self._bulk_lock: asyncio.Lock | None = None
+        self.grants = 0
+        self.throttles = 0
+
+    @property
+    def rate(self) -> float:
+        return self._rate
+
+    @rate.setter
+    def rate(self, value: float) -> None:
+        if not value > 0:
+            raise ValueError("rate must be > 0")
+        self._rate = float(value)
+
+    @property
+    def current_rate(self) -> float:
+        """The rate in force now (lower for a while after a 429)."""
+        return self._rate * self._fraction_at(self._clock())
+
+    def _fraction_at(self, now: float) -> float:
+        if self._fraction >= 1.0:
+            return 1.0
+        progress = (now - self._penalized_at) / self.recovery if self.recovery > 0 else 1.0
+        if progress >= 1.0:
+            self._fraction = 1.0
+            return 1.0
+        return self._fraction + (1.0 - self._fraction) * max(0.0, progress)
+
+    def _interval(self, now: float) -> float:
+        return (1.0 + self.margin) / (self._rate * self._fraction_at(now))
+
+    def _slot(self, now: float) -> float:
+        """The next free slot: the schedule's, unless the limiter sat idle (then now)."""
+        slot = max(self._tat, self._blocked_until)
+        return slot if slot >= now - self.slack else now
+
+    def _take(self, slot: float) -> None:
+        self._tat = slot + self._interval(slot)
+        self.grants += 1
+
+    async def acquire(self, priority: Priority = Priority.HIGH) -> None:
+        if priority == Priority.HIGH:
+            await self._acquire_high()
+            return
+        if self._bulk_lock is None:
+            self._bulk_lock = asyncio.Lock()
+        async with self._bulk_lock:
+            while True:
+                now = self._clock()
+                slot = self._slot(now)
+                if slot <= now:
+                    self._take(slot)
+                    return
+                await self._sleep(slot - now)
+
+    async def _acquire_high(self) -> None:
+        while True:
+            now = self._clock()
+            slot = self._slot(now)
+            self._take(slot)
+            reserved_tat = self._tat
+            if slot > now:
+                try:
+                    await self._sleep(slot - now)
+                except BaseException:
+                    self._release(slot, reserved_tat)
+                    raise
+            # A 429 that arrived while we waited voids slots inside its pause.
+            if slot >= self._blocked_until:
+                return
+            self.grants -= 1
+
+    def _release(self, slot: float, reserved_tat: float) -> None:
+        if self._tat == reserved_tat:  # nobody reserved after us: give the slot back
+            self._tat = slot
+            self.grants -= 1
+
+    async def penalize(self, delay: float) -> None:
+        now = self._clock()
+        self.throttles += 1
+        self._fraction = max(self.min_fraction, self._fraction_at(now) / 2)
+        self._penalized_at = now
+        self._blocked_until = max(self._blocked_until, now + max(0.0, delay))
+
+
+_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, RateLimiter]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def shared_limiter(key: str, rate: float) -> RateLimiter:
+    """The process-wide limiter for a campaign (per event loop), created on first use.
+
+    Two clients of one campaign share one budget; if they ask for different rates, the lower
+    one is in force for both.
+    """
+    loop = asyncio.get_running_loop()
+    limiters = _shared.setdefault(loop, {})
+    limiter = limiters.get(key)
+    if limiter is None:
+        limiter = limiters[key] = RateLimiter(rate)
+    elif rate < limiter.rate:
+        limiter.rate = rate
+    return limiter

@@ -1,0 +1,186 @@
+"""The simulator's domain state: campaigns, messages, attempts and batches.
+
+A message's status is never advanced by a background task: each attempt carries its start time
+and its outcome, and its status at any moment is computed from the simulator clock. That keeps
+the simulator deterministic, cheap with 100,000 messages, and free of tasks to clean up.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping
+from datetime import datetime
+
+import attrs
+
+from ..converter import SINGAPORE
+from ..models import BatchStatus, MessageStatus
+
+#: The documented test-environment numbers and the delivery error each simulates.
+TEST_NUMBERS: Mapping[str, tuple[str, str]] = {
+    "6511111111": ("delivery_error", "recipient_invalid"),
+    "6511112222": ("delivery_error", "recipient_unavailable"),
+    "6511113333": ("delivery_error", "content_invalid"),
+    "6511114444": ("delivery_error", "routing_error"),
+    "6511115555": ("delivery_error", "message_expired"),
+    "6511119999": ("delivery_error", "delivery_unknown_error"),
+    "6522222222": ("server_error", "server_unknown_error"),
+}
+#: Delivery errors drawn for the seeded random failure rate (all worth retrying).
+RANDOM_FAILURES: tuple[tuple[str, str], ...] = (
+    ("delivery_error", "recipient_unavailable"),
+    ("delivery_error", "delivery_unknown_error"),
+    ("server_error", "server_unknown_error"),
+)
+DEFAULT_FOOTERS: Mapping[str, str] = {
+    "english": "This is an automated SMS from the Singapore Government. Please do not reply.",
+    "chinese": "这是新加坡政府发送的自动短信。请勿回复。",
+    "malay": "Ini ialah SMS automatik daripada Kerajaan Singapura. Sila jangan balas.",
+    "tamil": "இது சிங்கப்பூர் அரசாங்கத்தின் தானியங்கி குறுஞ்செய்தி. பதிலளிக்க வேண்டாம்.",
+}
+TEST_PREFIX = "This is a test message used for training purposes.\n\n"
+_VARIABLE = re.compile(r"{{\s*([A-Za-z0-9_]+)\s*}}")
+
+#: Sim-seconds spent in each status before the next: created, enqueued, sending, sent, telco.
+DEFAULT_STEP_DELAYS = (1.0, 0.5, 0.5, 1.0, 2.0)
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, SINGAPORE).isoformat(timespec="milliseconds")
+
+
+@attrs.define
+class Campaign:
+    """A simulated campaign. ``templates`` maps language -> template body with ``{{vars}}``."""
+
+    id: str
+    api_keys: tuple[str, ...]
+    templates: Mapping[str, str] = attrs.field(factory=lambda: {"english": "{{body}}"})
+    header: str = "Open Government Products"
+    footers: Mapping[str, str] = DEFAULT_FOOTERS
+    allowed_ips: tuple[str, ...] | None = None
+    test_environment: bool = False
+    creator_id: str = "user_00000000-0000-4000-8000-000000000001"
+
+    def __attrs_post_init__(self) -> None:
+        if not 1 <= len(self.api_keys) <= 3:
+            raise ValueError("a campaign has 1 to 3 API keys")
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return tuple(self.templates)
+
+    def variables(self, language: str) -> frozenset[str]:
+        return frozenset(_VARIABLE.findall(self.templates[language]))
+
+    @property
+    def creator_email(self) -> str:
+        return f"{self.id}@postman.gov.sg"
+
+    def template_body_id(self, language: str) -> str:
+        return f"templatebody_{self.id.removeprefix('campaign_')}_{language}"
+
+    def render(self, language: str, values: Mapping[str, str]) -> str:
+        body = _VARIABLE.sub(lambda m: values.get(m.group(1), ""), self.templates[language])
+        footer = self.footers.get(language, DEFAULT_FOOTERS["english"])
+        text = f"{self.header}\n\n---\n\n{body}\n\n---\n\n{footer}"
+        return TEST_PREFIX + text if self.test_environment else text
+
+
+@attrs.define
+class Attempt:
+    """One attempt: when it started (sim epoch seconds) and how it will end."""
+
+    id: str
+    started: float
+    outcome: MessageStatus  # SUCCESS, FAILURE, or SENT_TO_TELCO (foreign: never final)
+    error_type: str | None = None
+    error_code: str | None = None
+
+    def timeline(self, delays: tuple[float, ...]) -> list[tuple[MessageStatus, float]]:
+        """(status, since) pairs this attempt passes through, in order."""
+        steps = [
+            MessageStatus.CREATED,
+            MessageStatus.ENQUEUED,
+            MessageStatus.SENDING,
+            MessageStatus.SENT,
+            MessageStatus.SENT_TO_TELCO,
+        ]
+        if self.outcome == MessageStatus.FAILURE and self.error_type == "server_error":
+            steps = steps[:3]  # a server error fails it while sending
+        out = []
+        at = self.started
+        for index, status in enumerate(steps):
+            out.append((status, at))
+            at += delays[index]
+        if self.outcome != MessageStatus.SENT_TO_TELCO:
+            out.append((self.outcome, at))
+        return out
+
+    def status_at(self, now: float, delays: tuple[float, ...]) -> tuple[MessageStatus, float]:
+        current = (MessageStatus.CREATED, self.started)
+        for status, since in self.timeline(delays):
+            if since > now:
+                break
+            current = (status, since)
+        return current
+
+    def reached(self, status: MessageStatus, now: float, delays: tuple[float, ...]) -> float | None:
+        for step, since in self.timeline(delays):
+            if step == status and since <= now:
+                return since
+        return None
+
+
+@attrs.define
+class SimMessage:
+    id: str
+    campaign_id: str
+    recipient: str
+    language: str
+    values: dict[str, str]
+    full_message: str
+    created: float
+    attempts: list[Attempt] = attrs.field(factory=list)  # oldest first
+    batch_id: str | None = None
+    join_id: int = 0
+
+    @property
+    def sort_key(self) -> tuple[str, str]:
+        return (iso(self.created), self.id)
+
+
+@attrs.define
+class SimBatch:
+    id: str
+    campaign_id: str
+    original_file_name: str
+    created: float
+    enqueued_at: float
+    message_ids: list[str] = attrs.field(factory=list)
+    forced_status: BatchStatus | None = None  # set by a failed retry or by a test
+    updated: float = 0.0
+
+    def status_at(self, now: float) -> BatchStatus:
+        if self.forced_status is not None:
+            return self.forced_status
+        if now < self.enqueued_at:
+            return BatchStatus.MESSAGES_ENQUEUING
+        return BatchStatus.MESSAGES_ENQUEUED
+
+
+def draw_outcome(
+    recipient: str, rng: random.Random, failure_rate: float
+) -> tuple[MessageStatus, str | None, str | None]:
+    """How an attempt ends: documented test numbers fail with their error; otherwise a seeded
+    random failure; otherwise foreign numbers stop at sent_to_telco and the rest succeed."""
+    if recipient in TEST_NUMBERS:
+        error_type, code = TEST_NUMBERS[recipient]
+        return MessageStatus.FAILURE, error_type, code
+    if failure_rate > 0 and rng.random() < failure_rate:
+        error_type, code = rng.choice(RANDOM_FAILURES)
+        return MessageStatus.FAILURE, error_type, code
+    if not recipient.startswith("65"):
+        return MessageStatus.SENT_TO_TELCO, None, None
+    return MessageStatus.SUCCESS, None, None

@@ -1,0 +1,267 @@
+"""Client-side input validation: bad input raises a typed :class:`ValidationError` before any
+request is built, so it never reaches the network.
+
+Recipient normalisation (documented in the README): surrounding whitespace is stripped, then
+spaces, hyphens, dots and parentheses between digits and one leading ``+`` are removed, so
+``"+65 9123-4567"`` becomes ``"6591234567"``. The result must be 8-15 digits, not start with 0,
+carry a country code (a bare 8-digit Singapore number is refused, not guessed), and a ``65``
+number must have exactly 8 digits after the code.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import ipaddress
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from yarl import URL
+
+from .errors import ValidationError
+from .models import Language
+
+LANGUAGES: tuple[str, ...] = tuple(lang.value for lang in Language)
+RESERVED_VALUE_KEYS = frozenset({"recipient", "language"})
+MAX_ID_LENGTH = 200
+MAX_PAGE_SIZE = 1000
+MAX_CSV_BYTES = 40 * 1024 * 1024
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
+_SEPARATORS = re.compile(r"[ \-.()]")
+_NORMALISED = re.compile(r"[1-9][0-9]{7,14}")
+_SG_LOCAL = re.compile(r"[3689][0-9]{7}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_API_KEY = re.compile(r"[\x21-\x7e]+")
+
+
+def validate_id(kind: str, value: object) -> str:
+    """A message, batch or campaign ID: non-empty, no slashes, whitespace or control chars."""
+    if not isinstance(value, str):
+        raise ValidationError(kind, f"must be a string, got {type(value).__name__}")
+    if not value:
+        raise ValidationError(kind, "must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValidationError(kind, f"longer than {MAX_ID_LENGTH} characters")
+    if not _ID.fullmatch(value):
+        raise ValidationError(
+            kind,
+            f"{_show(value)} may only hold letters, digits and _ . : - "
+            "(no slashes, whitespace or control characters)",
+        )
+    return value
+
+
+def normalize_recipient(value: object) -> str:
+    """Normalise a phone number to the API's form: digits with country code, no ``+``."""
+    if not isinstance(value, str):
+        raise ValidationError("recipient", f"must be a string, got {type(value).__name__}")
+    text = value.strip()
+    if _CONTROL.search(text):
+        raise ValidationError("recipient", "contains control characters")
+    if text.startswith("+"):
+        text = text[1:]
+    digits = _SEPARATORS.sub("", text)
+    if not _NORMALISED.fullmatch(digits):
+        raise ValidationError(
+            "recipient",
+            f"{_show(value)} is not a phone number with country code, e.g. 6591234567",
+        )
+    if _SG_LOCAL.fullmatch(digits):
+        raise ValidationError(
+            "recipient", f"{_show(value)} has no country code; for Singapore use 65{digits}"
+        )
+    if digits.startswith("65") and len(digits) != 10:
+        raise ValidationError(
+            "recipient", f"{_show(value)}: a Singapore number is 65 followed by 8 digits"
+        )
+    return digits
+
+
+def validate_language(value: object) -> str:
+    """One of english, chinese, malay, tamil (case-insensitive); returned lower-case."""
+    if isinstance(value, Language) and value.is_known:
+        return value.value
+    if not isinstance(value, str) or value.strip().lower() not in LANGUAGES:
+        raise ValidationError("language", f"{_show(value)} is not one of {', '.join(LANGUAGES)}")
+    return value.strip().lower()
+
+
+def validate_values(value: object) -> dict[str, str]:
+    """Template values: a mapping of variable name to a non-empty string."""
+    if not isinstance(value, Mapping):
+        raise ValidationError("values", f"must be a mapping, got {type(value).__name__}")
+    out: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not key.strip():
+            raise ValidationError("values", f"variable names must be non-empty strings: {key!r}")
+        if key in RESERVED_VALUE_KEYS:
+            raise ValidationError("values", f"{key!r} is reserved and cannot be a variable")
+        if _CONTROL.search(key):
+            raise ValidationError("values", f"variable name {_show(key)} has control characters")
+        if not isinstance(item, str):
+            raise ValidationError("values", f"{key!r} must be a string, got {type(item).__name__}")
+        if not item.strip():
+            raise ValidationError("values", f"{key!r} must not be empty")
+        out[key] = item
+    return out
+
+
+def validate_page_size(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_PAGE_SIZE:
+        raise ValidationError("page_size", f"must be an integer from 1 to {MAX_PAGE_SIZE}")
+    return value
+
+
+def validate_search(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError("search", "must be a non-empty string")
+    if _CONTROL.search(value):
+        raise ValidationError("search", "contains control characters")
+    return value.strip()
+
+
+def validate_cursor(value: object, field: str = "cursor") -> str | None:
+    """A pagination cursor as the API returned it (base64 text)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 4096:
+        raise ValidationError(field, "must be a non-empty cursor string returned by the API")
+    if not re.fullmatch(r"[A-Za-z0-9+/=_-]+", value):
+        raise ValidationError(field, "is not a cursor returned by the API")
+    return value
+
+
+def validate_api_key(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValidationError("api_key", "must be a non-empty string")
+    if not _API_KEY.fullmatch(value):
+        # Never echo the key itself.
+        raise ValidationError("api_key", "contains whitespace or control characters")
+    return value
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_base_url(value: object) -> URL:
+    """An https URL, or plain http to a loopback host only (the simulator)."""
+    if not isinstance(value, (str, URL)):
+        raise ValidationError("base_url", f"must be a string, got {type(value).__name__}")
+    text = str(value)
+    if _CONTROL.search(text):
+        raise ValidationError("base_url", "contains control characters")
+    try:
+        url = URL(text.rstrip("/"))
+    except (ValueError, TypeError) as exc:
+        raise ValidationError("base_url", f"cannot parse {_show(text)}") from exc
+    if url.scheme not in ("https", "http") or not url.host:
+        raise ValidationError("base_url", f"{_show(text)} must be an absolute https URL")
+    if url.scheme == "http" and not is_loopback_host(url.host):
+        raise ValidationError(
+            "base_url", f"plain http is only allowed to loopback hosts, not {url.host!r}"
+        )
+    if url.query_string or url.fragment or url.user or url.password:
+        raise ValidationError("base_url", "must not carry a query, fragment or credentials")
+    return url
+
+
+def rows_to_csv(rows: Any) -> bytes:
+    """Build a batch CSV (``recipient,language,<variables>``) from row mappings.
+
+    Every row must have the same variables. Built with the csv module so commas, quotes and
+    newlines in values survive.
+    """
+    header: list[str] | None = None
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    count = 0
+    for index, row in enumerate(rows, start=1):
+        if not isinstance(row, Mapping):
+            raise ValidationError(
+                "rows", f"row {index} must be a mapping, got {type(row).__name__}"
+            )
+        fields = dict(row)
+        try:
+            recipient = normalize_recipient(fields.pop("recipient", None))
+            language = validate_language(fields.pop("language", None))
+            values = validate_values(fields)
+        except ValidationError as exc:
+            raise ValidationError("rows", f"row {index}: {exc}") from exc
+        if header is None:
+            header = list(values)
+            writer.writerow(["recipient", "language", *header])
+        elif set(values) != set(header):
+            raise ValidationError(
+                "rows",
+                f"row {index} has variables {sorted(values)}, the first row has {sorted(header)}",
+            )
+        writer.writerow([recipient, language, *(values[k] for k in header)])
+        count += 1
+    if count == 0:
+        raise ValidationError("rows", "a batch needs at least one row")
+    data = buf.getvalue().encode("utf-8")
+    _check_csv_size(data)
+    return data
+
+
+def validate_csv(data: bytes) -> bytes:
+    """Check an existing batch CSV as the API will: header, recipients, languages, values."""
+    _check_csv_size(data)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValidationError("csv", "is not UTF-8 text") from exc
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if not header:
+            raise ValidationError("csv", "is empty")
+        names = [h.strip() for h in header]
+        lowered = [n.lower() for n in names]
+        if "recipient" not in lowered or "language" not in lowered:
+            raise ValidationError("csv", "header must contain 'recipient' and 'language' columns")
+        if len(set(lowered)) != len(lowered) or any(not n for n in names):
+            raise ValidationError("csv", "header has empty or duplicate column names")
+        rows = 0
+        for line_no, record in enumerate(reader, start=2):
+            if not any(cell.strip() for cell in record):
+                continue
+            if len(record) != len(names):
+                raise ValidationError(
+                    "csv", f"row {line_no} has {len(record)} cells, header has {len(names)}"
+                )
+            row = dict(zip(lowered, record, strict=True))
+            try:
+                normalize_recipient(row.pop("recipient"))
+                validate_language(row.pop("language"))
+                validate_values(row)
+            except ValidationError as exc:
+                raise ValidationError("csv", f"row {line_no}: {exc}") from exc
+            rows += 1
+    except csv.Error as exc:
+        raise ValidationError("csv", f"cannot be parsed: {exc}") from exc
+    if rows == 0:
+        raise ValidationError("csv", "has no message rows")
+    return data
+
+
+def _check_csv_size(data: bytes) -> None:
+    if len(data) > MAX_CSV_BYTES:
+        raise ValidationError("csv", "is larger than the API's 40 MB limit")
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

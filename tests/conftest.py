@@ -1,0 +1,40 @@
+"""Shared test setup.
+
+aioresponses 0.7.x builds ``ClientResponse`` without the ``stream_writer`` argument that
+aiohttp >= 3.14 requires (pnuckowski/aioresponses#289). We keep aioresponses and hand it a
+subclass that supplies a null writer; where aiohttp does not take ``stream_writer`` the shim is
+a no-op.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import aioresponses.core
+import pytest
+
+from postman_async import _session
+
+
+class _NullStreamWriter:
+    output_size = 0
+
+
+if "stream_writer" in inspect.signature(aiohttp.ClientResponse.__init__).parameters:
+
+    class _CompatClientResponse(aiohttp.ClientResponse):
+        def __init__(self, method: str, url: Any, *, stream_writer: Any = None, **kw: Any):
+            super().__init__(method, url, stream_writer=stream_writer or _NullStreamWriter(), **kw)
+
+    aioresponses.core.ClientResponse = _CompatClientResponse  # type: ignore[misc]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_retry_budgets() -> Iterator[None]:
+    """Retry budgets are process-wide per campaign; tests must not drain each other's."""
+    _session._budgets.clear()
+    yield
+    _session._budgets.clear()

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import asyncio
+import time
+
+from postman_async import Priority, RateLimiter
+from postman_async.ratelimit import shared_limiter
+from postman_async.testing.server_limits import max_in_window
+
+from ..helpers import VirtualClock
+
+
+async def _grant_times(
+    limiter: RateLimiter, vc: VirtualClock, n: int, workers: int, priority: Priority
+) -> list[float]:
+    times: list[float] = []
+    remaining = iter(range(n))
+
+    async def worker() -> None:
+        for _ in remaining:
+            await limiter.acquire(priority)
+            times.append(vc.clock())
+
+    async def main() -> None:
+        await asyncio.gather(*(worker() for _ in range(workers)))
+
+    await vc.run(asyncio.ensure_future(main()))
+    return times
+
+
+async def test_no_burst_and_rate_held_on_virtual_time() -> None:
+    for priority in (Priority.HIGH, Priority.BULK):
+        vc = VirtualClock()
+        limiter = RateLimiter(10, clock=vc.clock, sleep=vc.sleep)
+        times = await _grant_times(limiter, vc, 100, 20, priority)
+        assert len(times) == 100
+        assert max_in_window(sorted(times)) == 10  # never 11, and no initial burst
+        assert times[1] - times[0] >= 0.1  # the second grant waits one interval
+        elapsed = times[-1] - times[0]
+        assert 99 * 0.1 <= elapsed <= 99 * 0.1 * 1.01
+
+
+async def test_idle_limiter_grants_one_at_once_not_a_burst() -> None:
+    vc = VirtualClock()
+    limiter = RateLimiter(10, clock=vc.clock, sleep=vc.sleep)
+    vc.now = 1000.0
+    times = await _grant_times(limiter, vc, 3, 3, Priority.HIGH)
+    assert times[0] == 1000.0 and times[1] >= 1000.1 and times[2] >= 1000.2
+
+
+async def test_urgent_call_jumps_the_bulk_queue() -> None:
+    vc = VirtualClock()
+    limiter = RateLimiter(10, clock=vc.clock, sleep=vc.sleep)
+    bulk_grants: list[float] = []
+    urgent_waits: list[float] = []
+
+    async def bulk_worker() -> None:
+        for _ in range(20):
+            await limiter.acquire(Priority.BULK)
+            bulk_grants.append(vc.clock())
+
+    async def urgent() -> None:
+        for delay in (0.55, 0.43, 0.71):
+            await vc.sleep(delay)
+            asked = vc.clock()
+            await limiter.acquire(Priority.HIGH)
+            urgent_waits.append(vc.clock() - asked)
+
+    async def main() -> None:
+        await asyncio.gather(*(bulk_worker() for _ in range(10)), urgent())
+
+    await vc.run(asyncio.ensure_future(main()))
+    assert len(urgent_waits) == 3
+    # Ten bulk workers keep the budget saturated, yet each urgent call waits at most one
+    # interval (0.1 s plus the margin), not behind the ten queued bulk calls.
+    assert max(urgent_waits) <= 0.101
+    assert max_in_window(sorted(bulk_grants + [0.0])) <= 10
+
+
+async def test_penalize_pauses_and_slows_then_recovers() -> None:
+    vc = VirtualClock()
+    limiter = RateLimiter(10, clock=vc.clock, sleep=vc.sleep, recovery=10.0)
+    await _grant_times(limiter, vc, 5, 1, Priority.HIGH)
+    await limiter.penalize(2.0)
+    paused_at = vc.clock()
+    assert limiter.current_rate == 5.0
+    times = await _grant_times(limiter, vc, 3, 3, Priority.BULK)
+    assert times[0] >= paused_at + 2.0  # nothing went out during the pause
+    assert times[1] - times[0] > 0.15  # slower than 10/s right after the 429
+    vc.now += 20
+    assert limiter.current_rate == 10.0
+
+
+async def test_penalty_voids_slots_reserved_before_it() -> None:
+    vc = VirtualClock()
+    limiter = RateLimiter(10, clock=vc.clock, sleep=vc.sleep)
+    grants: list[float] = []
+
+    async def take() -> None:
+        await limiter.acquire(Priority.HIGH)
+        grants.append(vc.clock())
+
+    async def main() -> None:
+        tasks = [asyncio.ensure_future(take()) for _ in range(5)]
+        await vc.sleep(0.15)
+        await limiter.penalize(1.0)
+        await asyncio.gather(*tasks)
+
+    await vc.run(asyncio.ensure_future(main()))
+    first, second, *rest = sorted(grants)
+    assert first == 0.0 and 0.1 <= second <= 0.101  # granted before the 429
+    assert len(rest) == 3 and all(t >= 1.15 for t in rest)  # held back by it
+
+
+async def test_cancelled_waiter_gives_its_slot_back() -> None:
+    vc = VirtualClock()
+    limiter = RateLimiter(10, clock=vc.clock, sleep=vc.sleep)
+
+    async def main() -> None:
+        await limiter.acquire()
+        waiter = asyncio.ensure_future(limiter.acquire())
+        await asyncio.sleep(0)
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+        before = vc.clock()
+        await limiter.acquire()
+        assert vc.clock() - before <= 0.101
+
+    await vc.run(asyncio.ensure_future(main()))
+    assert limiter.grants == 2
+
+
+async def test_shared_limiter_per_campaign() -> None:
+    a = shared_limiter("https://h/api#c1", 10)
+    assert shared_limiter("https://h/api#c1", 20) is a and a.rate == 10
+    assert shared_limiter("https://h/api#c1", 5) is a and a.rate == 5
+    assert shared_limiter("https://h/api#c2", 10) is not a
+
+
+async def test_real_clock_high_rate_fidelity() -> None:
+    """200/s for 3 s on the real clock: no sliding second above 200, rate within 3%."""
+    rate, duration = 200.0, 3.0
+    limiter = RateLimiter(rate)
+    times: list[float] = []
+    deadline = time.monotonic() + duration
+
+    async def worker() -> None:
+        while time.monotonic() < deadline:
+            await limiter.acquire(Priority.BULK)
+            times.append(time.monotonic())
+
+    await asyncio.gather(*(worker() for _ in range(20)))
+    assert max_in_window(sorted(times)) <= rate
+    achieved = (len(times) - 1) / (times[-1] - times[0])
+    assert abs(achieved - rate) / rate <= 0.03, achieved

@@ -41,7 +41,19 @@ from .models import (
     Priority,
     TemplateBody,
 )
+from .orchestrator import RetryOrchestrator
 from .ratelimit import Limiter, RateLimiter
+from .reports import (
+    BatchRetryReason,
+    BatchRetryReport,
+    MessageResult,
+    MessageState,
+    Outcome,
+    OutcomesReport,
+    RetryReport,
+    RoundReport,
+    SettleReport,
+)
 
 __all__ = [
     "PRODUCTION_URL",
@@ -51,6 +63,8 @@ __all__ = [
     "BadRequestError",
     "Batch",
     "BatchNotRetryableError",
+    "BatchRetryReason",
+    "BatchRetryReport",
     "BatchSendResult",
     "BatchStatus",
     "InvalidApiKeyError",
@@ -62,10 +76,14 @@ __all__ = [
     "MessageAttempt",
     "MessageNotRetryableError",
     "MessagePages",
+    "MessageResult",
+    "MessageState",
     "MessageStatus",
     "NoFailedBatchMessagesError",
     "NotFoundError",
+    "Outcome",
     "OutcomeUnknownError",
+    "OutcomesReport",
     "Page",
     "PageInfo",
     "ParameterInvalidError",
@@ -77,7 +95,11 @@ __all__ = [
     "Priority",
     "RateLimiter",
     "RetryBudgetExhaustedError",
+    "RetryOrchestrator",
+    "RetryReport",
+    "RoundReport",
     "ServerError",
+    "SettleReport",
     "TemplateBody",
     "TooManyAttemptsError",
     "TooManyRequestsError",

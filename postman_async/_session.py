@@ -13,10 +13,12 @@ body -> decide: done, raise a typed error, or retry after a delay. Re-sending ru
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -74,6 +76,20 @@ class RetryBudget:
 
 
 _budgets: dict[str, RetryBudget] = {}
+_call_counters: contextvars.ContextVar[tuple[list[int], ...]] = contextvars.ContextVar(
+    "postman_async_call_counters", default=()
+)
+
+
+@contextlib.contextmanager
+def count_calls() -> Iterator[list[int]]:
+    """Count the HTTP attempts made in this context (and tasks started from it): ``[n]``."""
+    counter = [0]
+    token = _call_counters.set((*_call_counters.get(), counter))
+    try:
+        yield counter
+    finally:
+        _call_counters.reset(token)
 
 
 def shared_retry_budget(key: str) -> RetryBudget:
@@ -163,6 +179,8 @@ class HttpSession:
             await self.limiter.acquire(priority)
             started = self._clock()
             self.calls += 1
+            for counter in _call_counters.get():
+                counter[0] += 1
             error: PostmanError
             certainly_dropped = False
             try:

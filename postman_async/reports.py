@@ -1,0 +1,314 @@
+"""Reports returned by the orchestrator: every input ID accounted for exactly once."""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import attrs
+
+from .converter import encode
+from .errors import APIError, OutcomeUnknownError, PostmanError, ValidationError
+from .models import Message, MessageStatus
+
+
+class Outcome(str, enum.Enum):
+    """What happened to one message ID in a retry run."""
+
+    RETRIED = "retried"
+    NOT_IN_FAILURE = "skipped_not_in_failure"
+    NOT_FOUND = "skipped_not_found"
+    EXHAUSTED = "attempts_exhausted"
+    BATCH_BLOCKED = "blocked_by_batch_status"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@attrs.frozen
+class MessageResult:
+    """The outcome for one ID. ``message`` is the retried message (when kept), ``error`` the
+    exception for ``ERROR``/``CANCELLED``, ``detail`` a short human reason."""
+
+    message_id: str
+    outcome: Outcome
+    detail: str | None = None
+    message: Message | None = None
+    error: BaseException | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"messageId": self.message_id, "outcome": self.outcome.value}
+        if self.detail:
+            out["detail"] = self.detail
+        if self.error is not None:
+            out["error"] = {"type": type(self.error).__name__, "message": str(self.error)}
+            if isinstance(self.error, APIError):
+                out["error"]["status"] = self.error.status
+                out["error"]["code"] = self.error.code
+        if self.message is not None:
+            out["message"] = encode(self.message)
+        return out
+
+    @property
+    def worth_another_run(self) -> bool:
+        """A transient error or an ambiguous outcome: feeding it back may still retry it."""
+        if self.outcome == Outcome.CANCELLED:
+            return True
+        if self.outcome != Outcome.ERROR:
+            return False
+        return not isinstance(self.error, ValidationError)
+
+
+class RetryReport:
+    """One result per distinct input ID, plus counters. Iterate it for the results."""
+
+    def __init__(self) -> None:
+        self._results: dict[str, MessageResult | None] = {}
+        self.counts: Counter[Outcome] = Counter()
+        self.duplicates = 0
+        self.calls = 0
+        self.elapsed = 0.0
+        self.finished = False
+
+    # -- building ---------------------------------------------------------------------------
+
+    def claim(self, message_id: str) -> bool:
+        """Reserve an ID for this run; False for a duplicate."""
+        if message_id in self._results:
+            self.duplicates += 1
+            return False
+        self._results[message_id] = None
+        return True
+
+    def record(self, result: MessageResult) -> None:
+        if self._results.get(result.message_id) is not None:
+            raise RuntimeError(f"{result.message_id} already has a result")
+        self._results[result.message_id] = result
+        self.counts[result.outcome] += 1
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[MessageResult]:
+        return (r for r in self._results.values() if r is not None)
+
+    def __len__(self) -> int:
+        return sum(self.counts.values())
+
+    def __getitem__(self, message_id: str) -> MessageResult:
+        result = self._results[message_id]
+        if result is None:
+            raise KeyError(message_id)
+        return result
+
+    def __contains__(self, message_id: object) -> bool:
+        return self._results.get(message_id) is not None  # type: ignore[call-overload]
+
+    @property
+    def pending(self) -> list[str]:
+        """IDs taken from the input that have no result (only after a cancellation)."""
+        return [i for i, r in self._results.items() if r is None]
+
+    def ids(self, *outcomes: Outcome) -> list[str]:
+        return [r.message_id for r in self if r.outcome in outcomes]
+
+    def failures(self) -> list[str]:
+        """IDs worth feeding into another run: transient errors, ambiguous, cancelled."""
+        return [r.message_id for r in self if r.worth_another_run]
+
+    def summary(self) -> str:
+        parts = [f"{len(self)} messages"]
+        parts += [f"{o.value}={self.counts[o]}" for o in Outcome if self.counts[o]]
+        parts.append(f"duplicates={self.duplicates}")
+        parts.append(f"calls={self.calls}")
+        parts.append(f"elapsed={self.elapsed:.1f}s")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "summary": {
+                "messages": len(self),
+                "counts": {o.value: self.counts[o] for o in Outcome},
+                "duplicates": self.duplicates,
+                "calls": self.calls,
+                "elapsedSeconds": round(self.elapsed, 3),
+                "finished": self.finished,
+            },
+            "results": [r.to_dict() for r in self],
+        }
+
+    def write_json(self, path: str | os.PathLike[str]) -> None:
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(self.to_dict(), handle, indent=1)
+
+    def __repr__(self) -> str:
+        return f"<RetryReport {self.summary()}>"
+
+
+class BatchRetryReason(str, enum.Enum):
+    FIRED = "fired"
+    UNRESOLVED = "unresolved_batch_messages"
+    BATCH_STATUS = "batch_not_found_or_is_not_retryable"
+    NOTHING_TO_RETRY = "no_failed_batch_messages_to_retry"
+    OUTCOME_UNKNOWN = "outcome_unknown"
+    ERROR = "error"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@attrs.define
+class BatchRetryReport:
+    """What ``retry_batch`` did: whether the POST was fired, and why or why not."""
+
+    batch_id: str
+    fired: bool = False
+    reason: BatchRetryReason = BatchRetryReason.ERROR
+    batch_status: str | None = None
+    retried_ids: list[str] = attrs.field(factory=list)
+    exhausted_ids: list[str] = attrs.field(factory=list)
+    unresolved_ids: list[str] = attrs.field(factory=list)
+    messages: int = 0
+    error: PostmanError | None = None
+    calls: int = 0
+    elapsed: float = 0.0
+
+    def summary(self) -> str:
+        verb = "fired" if self.fired else f"not fired ({self.reason.value})"
+        return (
+            f"batch {self.batch_id}: {verb}; {self.messages} messages, "
+            f"{len(self.retried_ids)} retried, {len(self.exhausted_ids)} exhausted, "
+            f"{len(self.unresolved_ids)} unresolved; calls={self.calls}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batchId": self.batch_id,
+            "fired": self.fired,
+            "reason": self.reason.value,
+            "batchStatus": self.batch_status,
+            "messages": self.messages,
+            "retriedIds": self.retried_ids,
+            "exhaustedIds": self.exhausted_ids,
+            "unresolvedIds": self.unresolved_ids,
+            "error": str(self.error) if self.error else None,
+            "calls": self.calls,
+            "elapsedSeconds": round(self.elapsed, 3),
+        }
+
+
+@attrs.frozen
+class MessageState:
+    """A message's state as last read: status, attempts so far, newest delivery error."""
+
+    message_id: str
+    status: MessageStatus | None
+    attempts: int | None = None
+    error_code: str | None = None
+    recipient: str | None = None
+    batch_id: str | None = None
+
+    @classmethod
+    def of(cls, message: Message, batch_id: str | None = None) -> MessageState:
+        return cls(
+            message_id=message.id,
+            status=message.latest_status,
+            attempts=message.attempt_count,
+            error_code=message.latest_error_code,
+            recipient=message.recipient,
+            batch_id=batch_id or (message.batch_ids[0] if message.batch_ids else None),
+        )
+
+
+@attrs.define
+class OutcomesReport:
+    """Final (or last seen) state of each message after ``wait_for_outcomes``."""
+
+    states: dict[str, MessageState] = attrs.field(factory=dict)
+    pending: list[str] = attrs.field(factory=list)
+    missing: list[str] = attrs.field(factory=list)
+    calls: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def statuses(self) -> Mapping[str, MessageStatus | None]:
+        return {i: s.status for i, s in self.states.items()}
+
+    def count(self, status: MessageStatus) -> int:
+        return sum(1 for s in self.states.values() if s.status == status)
+
+
+@attrs.define
+class RoundReport:
+    """One settle round: what was read, what was retried and how, and the calls it spent."""
+
+    number: int
+    failed: int = 0
+    batch_retries: list[str] = attrs.field(factory=list)
+    single_retries: int = 0
+    not_worth_retrying: int = 0
+    exhausted: int = 0
+    calls_reads: int = 0
+    calls_batch_retries: int = 0
+    calls_single_retries: int = 0
+    notes: list[str] = attrs.field(factory=list)
+
+    @property
+    def calls(self) -> int:
+        return self.calls_reads + self.calls_batch_retries + self.calls_single_retries
+
+
+@attrs.define
+class SettleReport:
+    """Result of ``retry_until_settled``: per-message final state and per-round accounting."""
+
+    states: dict[str, MessageState] = attrs.field(factory=dict)
+    rounds: list[RoundReport] = attrs.field(factory=list)
+    unsettled: list[str] = attrs.field(factory=list)
+    calls: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def delivered(self) -> int:
+        return sum(1 for s in self.states.values() if s.status == MessageStatus.SUCCESS)
+
+    @property
+    def failed_for_good(self) -> Counter[str]:
+        """Messages that ended in failure, by their last delivery error code."""
+        return Counter(
+            s.error_code or "unknown"
+            for s in self.states.values()
+            if s.status == MessageStatus.FAILURE
+        )
+
+    @property
+    def delivered_per_call(self) -> float:
+        return self.delivered / self.calls if self.calls else 0.0
+
+    def calls_by_purpose(self) -> dict[str, int]:
+        return {
+            "reads": sum(r.calls_reads for r in self.rounds),
+            "batch_retries": sum(r.calls_batch_retries for r in self.rounds),
+            "single_retries": sum(r.calls_single_retries for r in self.rounds),
+        }
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.states)} messages, {self.delivered} delivered, "
+            f"failed for good: {dict(self.failed_for_good) or 0}, "
+            f"unsettled: {len(self.unsettled)}, rounds: {len(self.rounds)}, "
+            f"calls: {self.calls} {self.calls_by_purpose()}, "
+            f"delivered/call: {self.delivered_per_call:.2f}"
+        )
+
+
+def describe_unknown(error: OutcomeUnknownError) -> str:
+    observed = error.observed
+    if isinstance(observed, Message) and observed.latest_status == MessageStatus.FAILURE:
+        return "ambiguous failure; read back still in failure: probably not applied"
+    return "ambiguous failure; outcome unknown"

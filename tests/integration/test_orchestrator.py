@@ -1,0 +1,301 @@
+"""RetryOrchestrator against the simulator (accelerated clock and rate)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+import postman_async as pa
+from postman_async.testing import PostmanSimulator
+
+from .conftest import client_for
+
+FAIL = (pa.MessageStatus.FAILURE, "delivery_error", "recipient_unavailable")
+OK = (pa.MessageStatus.SUCCESS, None, None)
+
+
+def fast(client: pa.PostmanClient, **options: object) -> pa.RetryOrchestrator:
+    return pa.RetryOrchestrator(client, poll_interval=0.02, max_poll_interval=0.1, **options)
+
+
+async def test_every_outcome_class_and_one_call_per_message(make_sim) -> None:
+    sim: PostmanSimulator = await make_sim()
+    failed = [sim.create_message("6591234567", outcome=FAIL).id for _ in range(20)]
+    delivered = sim.create_message("6591234567", outcome=OK).id
+    exhausted = sim.create_message("6591234567", outcome=FAIL, attempts=3).id
+    async with client_for(sim) as client:
+        batch_id = (
+            await client.send_batch(
+                [{"recipient": "6511112222", "language": "english", "body": "x"}]
+            )
+        ).batch_id
+        await asyncio.sleep(0.08)
+        sim.set_batch_status(batch_id, pa.BatchStatus.MESSAGES_ENQUEUING)
+        (blocked,) = sim.batches[batch_id].message_ids
+        before = sim.stats().requests
+        ids = [
+            *failed,
+            failed[0],
+            failed[1],
+            delivered,
+            exhausted,
+            blocked,
+            "message_missing",
+            "bad/id",
+        ]
+        progress: list[int] = []
+        report = await fast(client).retry_messages(
+            ids, on_progress=lambda r: progress.append(len(r))
+        )
+    assert len(report) == 25 and report.duplicates == 2
+    assert set(report.ids(pa.Outcome.RETRIED)) == set(failed)
+    assert report[delivered].outcome is pa.Outcome.NOT_IN_FAILURE
+    assert report[exhausted].outcome is pa.Outcome.EXHAUSTED
+    assert report[blocked].outcome is pa.Outcome.BATCH_BLOCKED
+    assert report["message_missing"].outcome is pa.Outcome.NOT_FOUND
+    assert report["bad/id"].outcome is pa.Outcome.ERROR
+    assert isinstance(report["bad/id"].error, pa.ValidationError)
+    assert report[failed[0]].message is not None
+    assert progress[-1] == 25 and report.finished
+    # One POST per distinct valid ID, plus one diagnostic GET per skipped message (3).
+    spent = sim.stats().requests - before
+    assert report.calls == spent == 24 + 3
+    assert all(sim.retry_posts[i] == 1 for i in failed)
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["summary"]["counts"]["retried"] == 20
+    assert report.failures() == []
+
+
+async def test_async_iterable_input_and_feeding_failures_back(make_sim) -> None:
+    sim = await make_sim(faults=pa.testing.Faults(server_error_rate=0.3), seed=3)
+    ids = [sim.create_message("6591234567", outcome=FAIL).id for _ in range(30)]
+
+    async def stream():
+        for message_id in ids:
+            yield message_id
+
+    async with client_for(sim, max_retries=0) as client:
+        orchestrator = fast(client, concurrency=4)
+        first = await orchestrator.retry_messages(stream())
+        again = first.failures()
+        assert again, "30% 5xx should leave some retries ambiguous"
+        sim.faults.server_error_rate = 0.0
+        second = await orchestrator.retry_messages(again)
+    assert len(first) == 30
+    retried = set(first.ids(pa.Outcome.RETRIED)) | set(second.ids(pa.Outcome.RETRIED))
+    assert retried == {i for i in ids if sim.retry_posts[i] == 1}
+    assert all(sim.retry_posts[i] <= 1 for i in ids)
+
+
+async def test_fatal_auth_error_stops_the_run(make_sim) -> None:
+    sim = await make_sim()
+    ids = [sim.create_message(outcome=FAIL).id for _ in range(50)]
+    async with client_for(sim, api_key="key_test_nope") as client:
+        orchestrator = fast(client, concurrency=2)
+        with pytest.raises(pa.InvalidApiKeyError) as info:
+            await orchestrator.retry_messages(ids)
+    partial = info.value.report  # type: ignore[attr-defined]
+    assert partial is orchestrator.report and len(partial) <= 2
+    assert sim.stats().requests <= 2
+
+
+async def test_cancellation_leaves_nothing_behind(make_sim) -> None:
+    sim = await make_sim(rate_limit=20.0)
+    ids = [sim.create_message(outcome=FAIL).id for _ in range(200)]
+    async with client_for(sim) as client:
+        orchestrator = fast(client, concurrency=8)
+        run = asyncio.ensure_future(orchestrator.retry_messages(ids))
+        await asyncio.sleep(0.5)
+        tasks_before = len(asyncio.all_tasks())
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        await asyncio.sleep(0)
+        assert len(asyncio.all_tasks()) < tasks_before
+    report = orchestrator.report
+    assert report is not None and not report.finished and 0 < len(report) < 200
+    assert report.pending == []
+    for result in report:
+        if result.outcome is pa.Outcome.RETRIED:
+            assert sim.retry_posts[result.message_id] == 1
+    untouched = [i for i in ids if i not in report]
+    assert all(sim.retry_posts[i] == 0 for i in untouched)
+    current = asyncio.current_task()
+    leftovers = [
+        t
+        for t in asyncio.all_tasks()
+        if t is not current and "RequestHandler" not in t.get_coro().__qualname__
+    ]  # the simulator's own
+    assert leftovers == []
+
+
+async def _resolved_batch(
+    sim: PostmanSimulator, client: pa.PostmanClient, recipients: list[str]
+) -> str:
+    rows = [{"recipient": r, "language": "english", "body": "x"} for r in recipients]
+    batch_id = (await client.send_batch(rows)).batch_id
+    await asyncio.sleep(0.08)
+    return batch_id
+
+
+async def test_retry_batch_fires_when_it_can_succeed(make_sim) -> None:
+    sim = await make_sim()
+    async with client_for(sim) as client:
+        batch_id = await _resolved_batch(sim, client, ["6591234567", "6511112222", "6522222222"])
+        report = await fast(client).retry_batch(batch_id)
+    assert report.fired and report.reason is pa.BatchRetryReason.FIRED
+    assert report.batch_status == "messages_enqueued" and report.messages == 3
+    assert set(report.retried_ids) == set(sim.batches[batch_id].message_ids[1:])
+    assert sim.batch_retry_posts[batch_id] == 1
+    assert report.calls == 3  # one listing page, one GET for the batch status, one POST
+
+
+async def test_retry_batch_waits_rather_than_flipping_unresolved(make_sim) -> None:
+    sim = await make_sim(step_delays=(30.0, 0.5, 0.5, 1.0, 2.0))  # created for 0.3 s
+    async with client_for(sim) as client:
+        batch_id = (
+            await client.send_batch(
+                [{"recipient": "6511112222", "language": "english", "body": "x"}]
+            )
+        ).batch_id
+        await asyncio.sleep(0.02)
+        orchestrator = fast(client)
+        early = await orchestrator.retry_batch(batch_id)
+        assert not early.fired and early.reason is pa.BatchRetryReason.UNRESOLVED
+        assert early.unresolved_ids == sim.batches[batch_id].message_ids
+        assert sim.batch_status(batch_id) is pa.BatchStatus.MESSAGES_ENQUEUED  # not flipped
+        assert sim.batch_retry_posts[batch_id] == 0
+        late = await orchestrator.retry_batch(batch_id, wait_unresolved=5.0)
+    assert late.fired and late.retried_ids == sim.batches[batch_id].message_ids
+
+
+async def test_retry_batch_exhausted_and_blocked_and_unknown(make_sim) -> None:
+    sim = await make_sim()
+    async with client_for(sim) as client:
+        batch_id = await _resolved_batch(sim, client, ["6511112222", "6591234567"])
+        failing = sim.batches[batch_id].message_ids[0]
+        sim.messages[failing].attempts.extend(
+            [sim.messages[failing].attempts[0]] * 2
+        )  # 3 attempts: exhausted
+        orchestrator = fast(client)
+        exhausted = await orchestrator.retry_batch(batch_id)
+        assert not exhausted.fired
+        assert exhausted.reason is pa.BatchRetryReason.NOTHING_TO_RETRY
+        assert exhausted.exhausted_ids == [failing]
+        other = await _resolved_batch(sim, client, ["6511112222"])
+        sim.set_batch_status(other, pa.BatchStatus.MESSAGES_ENQUEUING)
+        blocked = await orchestrator.retry_batch(other)
+        assert not blocked.fired and blocked.reason is pa.BatchRetryReason.BATCH_STATUS
+        unknown = await orchestrator.retry_batch("batch_nope")
+        assert not unknown.fired and unknown.reason is pa.BatchRetryReason.BATCH_STATUS
+    assert sum(sim.batch_retry_posts.values()) == 0
+
+
+async def test_server_stays_authoritative_for_batch_retry(make_sim) -> None:
+    sim = await make_sim()
+    async with client_for(sim) as client:
+        batch_id = await _resolved_batch(sim, client, ["6511112222"])
+        orchestrator = fast(client)
+        real = orchestrator._batch_status
+
+        async def stale_status(batch: str, sample: str) -> pa.BatchStatus | None:
+            status = await real(batch, sample)
+            sim.set_batch_status(batch_id, pa.BatchStatus.MESSAGES_ENQUEUING)  # changes after
+            return status
+
+        orchestrator._batch_status = stale_status  # type: ignore[method-assign]
+        report = await orchestrator.retry_batch(batch_id)
+    assert not report.fired and report.reason is pa.BatchRetryReason.BATCH_STATUS
+    assert isinstance(report.error, pa.BatchNotRetryableError)
+
+
+async def test_wait_for_outcomes_reads_batches_in_bulk(make_sim) -> None:
+    sim = await make_sim(step_delays=(0.5, 0.5, 0.5, 0.5, 0.5))
+    async with client_for(sim) as client:
+        rows = [
+            {"recipient": f"6591{i:06d}", "language": "english", "body": "x"} for i in range(1500)
+        ]
+        batch_id = (await client.send_batch(rows)).batch_id
+        single = (await client.send_message("447911123456", "english", {"body": "x"})).id
+        outcomes = await fast(client).wait_for_outcomes([single], batch_ids=[batch_id], timeout=10)
+    assert outcomes.count(pa.MessageStatus.SUCCESS) == 1500
+    assert outcomes.statuses[single] is pa.MessageStatus.SENT_TO_TELCO
+    assert outcomes.pending == []
+    polls = outcomes.calls
+    # Each poll: 2 listing pages for 1,500 messages + 1 GET; a handful of polls.
+    assert polls % 3 == 0 and polls <= 3 * 8
+
+
+async def test_retry_until_settled_batch_and_mixed_input(make_sim) -> None:
+    sim = await make_sim(failure_rate=0.3, seed=11, step_delays=(0.3, 0.2, 0.2, 0.3, 0.5))
+    async with client_for(sim) as client:
+        rows = [
+            {"recipient": f"6591{i:06d}", "language": "english", "body": "x"} for i in range(300)
+        ]
+        rows.append({"recipient": "6511111111", "language": "english", "body": "x"})
+        batch_a = (await client.send_batch(rows)).batch_id
+        batch_b = (await client.send_batch(rows[:50])).batch_id
+        singles = [
+            (await client.send_message(f"6598{i:06d}", "english", {"body": "x"})).id
+            for i in range(20)
+        ]
+        before = sim.stats().requests
+        settle = await fast(client).retry_until_settled(
+            singles, batch_ids=[batch_a, batch_b], timeout=60
+        )
+    assert len(settle.states) == 371
+    assert settle.unsettled == []
+    assert settle.failed_for_good["recipient_invalid"] == 1
+    assert settle.calls == sim.stats().requests - before
+    purposes = settle.calls_by_purpose()
+    assert purposes["batch_retries"] >= 2 and sum(purposes.values()) == settle.calls
+    for message_id, state in settle.states.items():
+        message = sim.messages[message_id]
+        assert state.status is sim.message_status(message_id)
+        if state.status is pa.MessageStatus.FAILURE and state.error_code != "recipient_invalid":
+            assert len(message.attempts) == 3  # failed for good only when out of attempts
+    assert settle.delivered == sum(
+        1 for i in settle.states if sim.message_status(i) is pa.MessageStatus.SUCCESS
+    )
+
+
+async def test_urgent_send_not_starved_by_bulk_run(make_sim) -> None:
+    sim = await make_sim(rate_limit=20.0)
+    ids = [sim.create_message(outcome=FAIL).id for _ in range(80)]
+    async with client_for(sim) as client:
+        run = asyncio.ensure_future(fast(client, concurrency=16).retry_messages(ids))
+        waits = []
+        await asyncio.sleep(0.5)
+        for _ in range(5):
+            started = asyncio.get_running_loop().time()
+            await client.send_message("6591234567", "english", {"body": "OTP 123456"})
+            waits.append(asyncio.get_running_loop().time() - started)
+            await asyncio.sleep(0.3)
+        report = await run
+    assert report.counts[pa.Outcome.RETRIED] == 80
+    # At 20/s one interval is ~50 ms; behind 16 queued bulk calls it would be ~800 ms.
+    assert max(waits) < 0.4, waits
+    assert sim.stats().throttled == 0
+
+
+async def test_campaigns_run_concurrently_each_at_its_rate(make_sim) -> None:
+    second = pa.testing.Campaign(id="campaign_two", api_keys=("key_test_two",))
+    sim = await make_sim(rate_limit=25.0)
+    sim.add_campaign(second)
+    first_ids = [sim.create_message(outcome=FAIL).id for _ in range(40)]
+    second_ids = [
+        sim.create_message(outcome=FAIL, campaign_id="campaign_two").id for _ in range(40)
+    ]
+    async with (
+        client_for(sim) as one,
+        client_for(sim, api_key="key_test_two", campaign_id="campaign_two") as two,
+    ):
+        reports = await asyncio.gather(
+            fast(one).retry_messages(first_ids), fast(two).retry_messages(second_ids)
+        )
+    assert [r.counts[pa.Outcome.RETRIED] for r in reports] == [40, 40]
+    for campaign_id in (sim.campaign_id, "campaign_two"):
+        stats = sim.stats(campaign_id)
+        assert stats.throttled == 0 and stats.max_per_second <= 25

@@ -220,7 +220,7 @@ class HttpSession:
 
             retryable = certainly_dropped or (request.is_idempotent and _transient(error))
             if not retryable or attempt > self.max_retries:
-                raise self._final(request, error, certainly_dropped)
+                raise self._final(request, error, certainly_dropped, started)
             if not self.retry_budget.withdraw():
                 raise RetryBudgetExhaustedError(
                     f"retry budget exhausted; last error: {error}", cause=error
@@ -249,14 +249,21 @@ class HttpSession:
                 await self._sleep(delay)
 
     @staticmethod
-    def _final(request: Request, error: PostmanError, dropped: bool) -> PostmanError:
+    def _final(
+        request: Request, error: PostmanError, dropped: bool, sent_at: float
+    ) -> PostmanError:
         if request.is_idempotent or dropped or (isinstance(error, APIError) and error.status < 500):
             return error
         return OutcomeUnknownError(
             f"{request.method} {request.path}: outcome unknown after {error}; "
             "it was not re-sent (no idempotency key: a re-send could deliver twice)",
             cause=error,
+            sent_at=sent_at,
         )
+
+    def now(self) -> float:
+        """The session clock (the one ``sent_at`` uses)."""
+        return self._clock()
 
     async def _perform(self, request: Request) -> tuple[int, CIMultiDictProxy[str], bytes]:
         http = self._http()

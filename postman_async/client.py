@@ -16,13 +16,14 @@ import aiohttp
 from ._session import DEFAULT_MAX_RESPONSE_BYTES, HttpSession, shared_retry_budget
 from .converter import decode
 from .errors import MalformedResponseError, OutcomeUnknownError, PostmanError, ValidationError
-from .models import BatchSendResult, Message, MessageStatus, Page, Priority
+from .models import BatchSendResult, Message, Page, Priority
 from .protocol import (
     Request,
     decode_body,
     get_message_request,
     list_batch_messages_request,
     list_messages_request,
+    retry_applied,
     retry_batch_request,
     retry_message_request,
     send_batch_request,
@@ -191,46 +192,96 @@ class PostmanClient:
         Never re-sent after an ambiguous failure: that raises :class:`OutcomeUnknownError`.
         """
         request = send_message_request(self.campaign_id, recipient, language, values)
-        return decode(Message, await self._call(request, priority))
+        raw = await self._session().send(request, priority=priority or self.priority)
+        try:
+            return decode(Message, decode_body(raw.body))
+        except MalformedResponseError as exc:
+            raise OutcomeUnknownError(
+                f"the message was created (HTTP {raw.status}) but the answer could not be "
+                f"read ({exc}); do not send it again",
+                cause=exc,
+                applied=True,
+            ) from exc
 
     async def get_message(self, message_id: str, *, priority: Priority | None = None) -> Message:
         """Read one message, with its attempts, template body and batches."""
         request = get_message_request(self.campaign_id, message_id)
         return decode(Message, await self._call(request, priority))
 
-    async def retry_message(self, message_id: str, *, priority: Priority | None = None) -> Message:
+    async def retry_message(
+        self,
+        message_id: str,
+        *,
+        attempts_before: int | None = None,
+        priority: Priority | None = None,
+    ) -> Message:
         """Retry a failed message (same id; status back to ``created``).
 
-        After an ambiguous failure the message is read once: a status other than ``failure``
-        means the retry took, and that message is returned; otherwise
-        :class:`OutcomeUnknownError` is raised with ``observed`` set (it was probably not
-        applied, and it was not re-sent).
+        The POST is never re-sent after an ambiguous failure (timeout, reset, 5xx): the
+        message is read back once instead. If that read proves the retry took (a new attempt
+        after the POST; exactly, when ``attempts_before`` gives the attempt count you last
+        saw), the message is returned; otherwise :class:`OutcomeUnknownError` is raised with
+        ``observed`` (the message read) and ``applied`` (``False``: it did not take; ``None``:
+        cannot tell).
         """
         request = retry_message_request(self.campaign_id, message_id)
+        session = self._session()
         try:
-            return decode(Message, await self._call(request, priority))
+            raw = await session.send(request, priority=priority or self.priority)
         except OutcomeUnknownError as exc:
-            return await self._reconcile_retry(message_id, exc, priority)
+            return await self._reconcile_retry(message_id, exc, attempts_before, priority)
+        try:
+            return decode(Message, decode_body(raw.body))
+        except MalformedResponseError as exc:
+            # HTTP 2xx: the retry took; read the message for the caller.
+            unknown = OutcomeUnknownError(
+                f"retry of {message_id} answered HTTP {raw.status} with an unreadable body",
+                cause=exc,
+                applied=True,
+                sent_at=session.now(),
+            )
+            return await self._reconcile_retry(message_id, unknown, attempts_before, priority)
 
     async def _reconcile_retry(
-        self, message_id: str, exc: OutcomeUnknownError, priority: Priority | None
+        self,
+        message_id: str,
+        exc: OutcomeUnknownError,
+        attempts_before: int | None,
+        priority: Priority | None,
     ) -> Message:
+        session = self._session()
         try:
-            message = await self.get_message(message_id, priority=priority)
+            raw = await session.send(
+                get_message_request(self.campaign_id, message_id),
+                priority=priority or self.priority,
+            )
+            message = decode(Message, decode_body(raw.body))
         except PostmanError as read_error:
             raise OutcomeUnknownError(
                 f"retry of {message_id}: outcome unknown ({exc.cause}); "
                 f"reading it back failed too ({read_error})",
                 cause=exc.cause,
+                applied=exc.applied,
             ) from read_error
-        if message.latest_status != MessageStatus.FAILURE:
+        applied = exc.applied
+        if applied is None:
+            elapsed = session.now() - exc.sent_at if exc.sent_at is not None else 0.0
+            applied = retry_applied(
+                message,
+                attempts_before=attempts_before,
+                server_date=raw.headers.get("Date"),
+                elapsed=elapsed,
+            )
+        if applied:
             logger.info("retry of %s confirmed by reading it back", message_id)
             return message
+        verdict = "was not applied" if applied is False else "may or may not have been applied"
         raise OutcomeUnknownError(
-            f"retry of {message_id} was probably not applied ({exc.cause}): it is still in "
-            "failure; it was not re-sent",
+            f"retry of {message_id} {verdict} ({exc.cause}); read back: status "
+            f"{message.latest_status}; it was not re-sent",
             cause=exc.cause,
             observed=message,
+            applied=applied,
         ) from exc
 
     async def send_batch(

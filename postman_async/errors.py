@@ -160,14 +160,24 @@ class OutcomeUnknownError(PostmanError):
     because Postman has no idempotency key and a re-send could deliver a second SMS.
 
     ``cause`` is the underlying failure; ``observed`` is the message as read while
-    reconciling, when the read succeeded.
+    reconciling, when the read succeeded; ``applied`` is what that read proves: ``True`` (it
+    was applied), ``False`` (it was not, as of the read) or ``None`` (unknown). ``sent_at`` is
+    the session clock's time when the ambiguous attempt was sent.
     """
 
     def __init__(
-        self, description: str, *, cause: BaseException | None = None, observed: Any = None
+        self,
+        description: str,
+        *,
+        cause: BaseException | None = None,
+        observed: Any = None,
+        applied: bool | None = None,
+        sent_at: float | None = None,
     ) -> None:
         self.cause = cause
         self.observed = observed
+        self.applied = applied
+        self.sent_at = sent_at
         super().__init__(description)
 
 

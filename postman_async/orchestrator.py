@@ -16,7 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Iterable
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+)
 from typing import Any
 
 from ._session import count_calls
@@ -43,7 +50,7 @@ from .errors import (
     UnresolvedBatchMessagesError,
     ValidationError,
 )
-from .models import BatchStatus, MessageStatus, Priority
+from .models import BatchStatus, Message, MessageStatus, Priority
 from .ratelimit import Clock, Sleep
 from .reports import (
     BatchRetryReason,
@@ -121,8 +128,12 @@ class RetryOrchestrator:
         message_ids: Iterable[Any] | AsyncIterable[Any],
         *,
         on_progress: ProgressCallback | None = None,
+        known_attempts: Mapping[str, int] | None = None,
     ) -> RetryReport:
         """Retry each distinct ID once. Returns a report with one result per distinct ID.
+
+        ``known_attempts`` (ID -> attempt count last read) lets an ambiguous failure be
+        reconciled exactly.
 
         Cancelling the call stops the workers promptly; ``self.report`` then holds what was
         done (IDs in flight are ``cancelled``: their retry may or may not have been applied).
@@ -149,7 +160,9 @@ class RetryOrchestrator:
                 while (item := await next_id()) is not None:
                     key, raw = item
                     try:
-                        result = await self._retry_one(key, raw)
+                        result = await self._retry_one(
+                            key, raw, known_attempts.get(key) if known_attempts else None
+                        )
                     except asyncio.CancelledError:
                         report.record(
                             MessageResult(
@@ -179,18 +192,31 @@ class RetryOrchestrator:
         logger.info("retry run done: %s", report.summary())
         return report
 
-    async def _retry_one(self, key: str, raw: Any) -> MessageResult:
+    async def _retry_one(self, key: str, raw: Any, attempts_before: int | None) -> MessageResult:
         try:
             message_id = validate_id("message_id", raw)
         except ValidationError as exc:
             return MessageResult(key, Outcome.ERROR, str(exc), error=exc)
         try:
-            message = await self.client.retry_message(message_id, priority=self.priority)
+            message = await self.client.retry_message(
+                message_id, attempts_before=attempts_before, priority=self.priority
+            )
         except TooManyAttemptsError:
             return MessageResult(key, Outcome.EXHAUSTED, "maximum number of attempts reached")
         except MessageNotRetryableError:
             return await self._diagnose(message_id)
         except OutcomeUnknownError as exc:
+            observed = exc.observed
+            if (
+                exc.applied is False
+                and isinstance(observed, Message)
+                and observed.latest_status != MessageStatus.FAILURE
+            ):
+                return MessageResult(
+                    key,
+                    Outcome.NOT_IN_FAILURE,
+                    f"status {observed.latest_status} (read back after an ambiguous failure)",
+                )
             return MessageResult(key, Outcome.ERROR, describe_unknown(exc), error=exc)
         except FATAL_ERRORS:
             raise
@@ -459,7 +485,12 @@ class RetryOrchestrator:
                 retried: list[str] = []
                 if plan_singles:
                     with count_calls() as single_calls:
-                        run = await self.retry_messages(plan_singles)
+                        run = await self.retry_messages(
+                            plan_singles,
+                            known_attempts={
+                                i: settle.states[i].attempts or 0 for i in plan_singles
+                            },
+                        )
                     round_report.calls_single_retries = single_calls[0]
                     round_report.single_retries = run.counts[Outcome.RETRIED]
                     # Ambiguous ones are read again next round, never re-POSTed blindly.

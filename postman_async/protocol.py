@@ -16,7 +16,14 @@ from urllib.parse import quote
 
 import attrs
 
-from .errors import APIError, MalformedResponseError, TooManyRequestsError, error_class_for
+from .errors import (
+    APIError,
+    MalformedResponseError,
+    TooManyRequestsError,
+    ValidationError,
+    error_class_for,
+)
+from .models import Message
 from .validation import (
     normalize_recipient,
     validate_cursor,
@@ -106,8 +113,6 @@ def _listing_params(
     after_cursor = validate_cursor(after, "after")
     before_cursor = validate_cursor(before, "before")
     if after_cursor and before_cursor:
-        from .errors import ValidationError
-
         raise ValidationError("cursor", "give either after or before, not both")
     if after_cursor:
         params.append(("after", after_cursor))
@@ -148,6 +153,44 @@ def list_messages_request(
         f"{_campaign_path(campaign_id)}/messages",
         params=_listing_params(limit, after, before, search),
     )
+
+
+def retry_applied(
+    message: Message,
+    *,
+    attempts_before: int | None,
+    server_date: str | None,
+    elapsed: float,
+    tolerance: float = 0.5,
+) -> bool | None:
+    """Did a retry POST whose answer was lost take? Decided from the message read back.
+
+    With the attempt count from before the POST, exact: a retry adds an attempt. Otherwise
+    from time: a retry that took created an attempt after the POST was sent. The server's
+    ``Date`` header (whole seconds) minus ``elapsed`` (seconds from sending the POST to
+    receiving the read) places the POST on the server's clock; an attempt clearly after that
+    took, one clearly before did not, anything within the Date header's resolution (plus
+    ``tolerance``) is unknown (``None``).
+    """
+    count = message.attempt_count
+    if attempts_before is not None and count is not None:
+        return count > attempts_before
+    newest = message.latest_attempt
+    if newest is None or newest.created_at is None or not server_date:
+        return None
+    try:
+        date = parsedate_to_datetime(server_date)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if date.tzinfo is None:
+        date = date.replace(tzinfo=timezone.utc)
+    created = newest.created_at.timestamp()
+    earliest_post = date.timestamp() - elapsed
+    if created >= earliest_post + 1.0 + tolerance:
+        return True
+    if created < earliest_post - tolerance:
+        return False
+    return None
 
 
 def decode_body(body: bytes) -> Any:

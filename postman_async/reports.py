@@ -308,7 +308,6 @@ class SettleReport:
 
 
 def describe_unknown(error: OutcomeUnknownError) -> str:
-    observed = error.observed
-    if isinstance(observed, Message) and observed.latest_status == MessageStatus.FAILURE:
-        return "ambiguous failure; read back still in failure: probably not applied"
-    return "ambiguous failure; outcome unknown"
+    if error.applied is False:
+        return "ambiguous failure; the read-back shows it was not applied (safe to run again)"
+    return "ambiguous failure; outcome unknown (not re-sent)"

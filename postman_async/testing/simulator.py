@@ -236,8 +236,14 @@ class PostmanSimulator:
     # -- clock -----------------------------------------------------------------------------
 
     def now(self) -> float:
-        """Simulated wall-clock time (epoch seconds); runs ``time_scale`` times faster."""
-        return self._epoch0 + (self._clock() - self._mono0) * self.time_scale
+        """The simulator's wall-clock time (epoch seconds), as its timestamps and its ``Date``
+        header show it. ``time_scale`` speeds up the message lifecycle, not the clock."""
+        return self._epoch0 + (self._clock() - self._mono0)
+
+    @property
+    def lifecycle_delays(self) -> tuple[float, ...]:
+        """Seconds spent in each status, after ``time_scale``."""
+        return tuple(d / self.time_scale for d in self.step_delays)
 
     # -- ground truth ----------------------------------------------------------------------
 
@@ -279,7 +285,7 @@ class PostmanSimulator:
     ) -> SimMessage:
         """Create a message directly (no HTTP, no rate limit), e.g. an old failed one.
 
-        ``outcome`` fixes how every attempt ends; ``age`` (sim seconds) puts its attempts in the
+        ``outcome`` fixes how every attempt ends; ``age`` (seconds) puts its attempts in the
         past so they have already resolved.
         """
         campaign = self.campaigns[campaign_id or self.campaign_id]
@@ -348,7 +354,7 @@ class PostmanSimulator:
         items.insert(position, message)
 
     def _status(self, message: SimMessage) -> tuple[MessageStatus, float]:
-        return message.attempts[-1].status_at(self.now(), self.step_delays)
+        return message.attempts[-1].status_at(self.now(), self.lifecycle_delays)
 
     # -- JSON shapes -----------------------------------------------------------------------
 
@@ -410,12 +416,12 @@ class PostmanSimulator:
         now = self.now()
         attempts = []
         for attempt in reversed(message.attempts):  # newest first
-            status, _ = attempt.status_at(now, self.step_delays)
+            status, _ = attempt.status_at(now, self.lifecycle_delays)
             item: dict[str, Any] = {"status": status.value, "createdAt": iso(attempt.started)}
-            sent = attempt.reached(MessageStatus.SENT, now, self.step_delays)
+            sent = attempt.reached(MessageStatus.SENT, now, self.lifecycle_delays)
             if sent is not None:
                 item["sentAt"] = iso(sent)
-                delivered = attempt.reached(MessageStatus.SUCCESS, now, self.step_delays)
+                delivered = attempt.reached(MessageStatus.SUCCESS, now, self.lifecycle_delays)
                 item["deliveredAt"] = iso(delivered) if delivered is not None else None
             if status == MessageStatus.FAILURE:
                 item["error"] = {"type": attempt.error_type, "code": attempt.error_code}
@@ -434,9 +440,9 @@ class PostmanSimulator:
         campaign = self.campaigns[message.campaign_id]
         flat = []
         for attempt in reversed(message.attempts):
-            status, since = attempt.status_at(now, self.step_delays)
-            sent = attempt.reached(MessageStatus.SENT, now, self.step_delays)
-            delivered = attempt.reached(MessageStatus.SUCCESS, now, self.step_delays)
+            status, since = attempt.status_at(now, self.lifecycle_delays)
+            sent = attempt.reached(MessageStatus.SENT, now, self.lifecycle_delays)
+            delivered = attempt.reached(MessageStatus.SUCCESS, now, self.lifecycle_delays)
             failed = status == MessageStatus.FAILURE
             flat.append(
                 {
@@ -710,7 +716,7 @@ class PostmanSimulator:
             campaign_id=campaign.id,
             original_file_name=filename,
             created=now,
-            enqueued_at=now + self.batch_enqueue_delay,
+            enqueued_at=now + self.batch_enqueue_delay / self.time_scale,
             updated=now,
         )
         self.batches[batch.id] = batch

@@ -186,6 +186,7 @@ async def test_pagination_newest_first_cursors_and_search(make_sim) -> None:
         ids = []
         for i in range(7):
             ids.append((await client.send_message(f"659100{i:04d}", "english", {"body": "x"})).id)
+            await asyncio.sleep(0.002)  # distinct createdAt ms: ties are ordered by id
         listing = client.list_messages(page_size=3)
         first = await listing.fetch()
         assert [m.id for m in first.data] == ids[::-1][:3]

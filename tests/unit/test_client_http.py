@@ -309,27 +309,81 @@ async def test_send_resent_when_connection_failed_before_writing(
     assert len(_sent(http, "POST", MSG)) == 2
 
 
-async def test_timed_out_retry_is_reconciled_by_one_get(
-    client: pa.PostmanClient, http: aioresponses
-) -> None:
+def _http_date(offset: float = 0.0) -> str:
+    from datetime import datetime, timedelta, timezone
+    from email.utils import format_datetime
+
+    return format_datetime(datetime.now(timezone.utc) + timedelta(seconds=offset), usegmt=True)
+
+
+def _iso(offset: float) -> str:
+    from datetime import datetime, timedelta, timezone
+
+    return (datetime.now(timezone.utc) + timedelta(seconds=offset)).isoformat()
+
+
+async def test_timed_out_retry_is_reconciled_by_one_get(client: pa.PostmanClient,
+                                                        http: aioresponses) -> None:
     http.post(f"{MSG}/message_1/retry", exception=asyncio.TimeoutError())
-    http.get(f"{MSG}/message_1", payload={**MESSAGE, "latestStatus": "enqueued"})
+    took = {**MESSAGE, "latestStatus": "enqueued",
+            "attempts": [{"status": "enqueued", "createdAt": _iso(3)},
+                         {"status": "failure", "createdAt": _iso(-600)}]}
+    http.get(f"{MSG}/message_1", payload=took, headers={"Date": _http_date()})
     m = await client.retry_message("message_1")
     assert m.latest_status is pa.MessageStatus.ENQUEUED
     assert len(_sent(http, "POST", f"{MSG}/message_1/retry")) == 1
     assert len(_sent(http, "GET", f"{MSG}/message_1")) == 1
 
 
-async def test_retry_still_failed_after_reset_is_not_resent(
+async def test_reconcile_with_known_attempt_count(client: pa.PostmanClient,
+                                                  http: aioresponses) -> None:
+    http.post(f"{MSG}/message_1/retry", exception=aiohttp.ServerDisconnectedError())
+    http.get(f"{MSG}/message_1", payload={**MESSAGE, "numAttempts": 2})
+    assert (await client.retry_message("message_1", attempts_before=1)).id == "message_1"
+    http.post(f"{MSG}/message_1/retry", exception=aiohttp.ServerDisconnectedError())
+    http.get(f"{MSG}/message_1", payload={**MESSAGE, "latestStatus": "success",
+                                          "numAttempts": 2})
+    with pytest.raises(pa.OutcomeUnknownError) as info:
+        await client.retry_message("message_1", attempts_before=2)
+    assert info.value.applied is False
+
+
+async def test_rejected_retry_whose_answer_was_lost_is_not_reported_applied(
     client: pa.PostmanClient, http: aioresponses
 ) -> None:
+    # Processed and rejected (the message had succeeded), then the connection dropped: the
+    # read-back shows no attempt after the POST, so it did not take - not "no longer failure".
+    http.post(f"{MSG}/message_1/retry", exception=aiohttp.ServerDisconnectedError())
+    done = {**MESSAGE, "latestStatus": "success",
+            "attempts": [{"status": "success", "createdAt": _iso(-300)}]}
+    http.get(f"{MSG}/message_1", payload=done, headers={"Date": _http_date()})
+    with pytest.raises(pa.OutcomeUnknownError) as info:
+        await client.retry_message("message_1")
+    assert info.value.applied is False
+    assert info.value.observed.latest_status is pa.MessageStatus.SUCCESS
+
+
+async def test_retry_still_failed_after_reset_is_not_resent(client: pa.PostmanClient,
+                                                            http: aioresponses) -> None:
     http.post(f"{MSG}/message_1/retry", exception=aiohttp.ServerDisconnectedError())
     http.get(f"{MSG}/message_1", payload={**MESSAGE, "latestStatus": "failure"})
     with pytest.raises(pa.OutcomeUnknownError) as info:
         await client.retry_message("message_1")
     assert info.value.observed is not None
     assert info.value.observed.latest_status is pa.MessageStatus.FAILURE
+    assert info.value.applied is None  # no attempts and no Date: cannot tell
     assert len(_sent(http, "POST", f"{MSG}/message_1/retry")) == 1
+
+
+async def test_unreadable_2xx_retry_is_applied_and_read_back(client: pa.PostmanClient,
+                                                              http: aioresponses) -> None:
+    http.post(f"{MSG}/message_1/retry", status=201, body=b'{"id": "mess')
+    http.get(f"{MSG}/message_1", payload={**MESSAGE, "latestStatus": "created"})
+    assert (await client.retry_message("message_1")).id == "message_1"
+    http.post(MSG, status=201, body=b"{oops")
+    with pytest.raises(pa.OutcomeUnknownError) as info:
+        await client.send_message("6591234567", "english", {"body": "x"})
+    assert info.value.applied is True and len(_sent(http, "POST", MSG)) == 1
 
 
 async def test_malformed_success_body(client: pa.PostmanClient, http: aioresponses) -> None:

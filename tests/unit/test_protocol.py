@@ -151,3 +151,29 @@ def test_decode_body() -> None:
         decode_body(b'{"a": ')
     with pytest.raises(pa.MalformedResponseError):
         decode_body(b"[" * 100000)
+
+
+def test_retry_applied_rules() -> None:
+    from postman_async.converter import decode
+    from postman_async.protocol import retry_applied
+
+    def message(created: str, count: int | None = None) -> pa.Message:
+        payload: dict[str, object] = {
+            "id": "m", "attempts": [{"status": "created", "createdAt": created}]}
+        if count is not None:
+            payload["numAttempts"] = count
+        return decode(pa.Message, payload)
+
+    date = "Sun, 22 Nov 2026 12:00:10 GMT"  # server time of the read-back
+    # POST sent 2 s before the read: on the server clock, in [12:00:08, 12:00:09).
+    after = message("2026-11-22T20:00:09.800+08:00")
+    before = message("2026-11-22T20:00:05.000+08:00")
+    unsure = message("2026-11-22T20:00:08.500+08:00")
+    assert retry_applied(after, attempts_before=None, server_date=date, elapsed=2.0) is True
+    assert retry_applied(before, attempts_before=None, server_date=date, elapsed=2.0) is False
+    assert retry_applied(unsure, attempts_before=None, server_date=date, elapsed=2.0) is None
+    assert retry_applied(after, attempts_before=None, server_date=None, elapsed=2.0) is None
+    assert retry_applied(message("2026-01-01T00:00:00Z", 3), attempts_before=2,
+                         server_date=None, elapsed=0) is True
+    assert retry_applied(message("2026-01-01T00:00:00Z", 2), attempts_before=2,
+                         server_date=None, elapsed=0) is False

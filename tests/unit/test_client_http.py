@@ -322,12 +322,18 @@ def _iso(offset: float) -> str:
     return (datetime.now(timezone.utc) + timedelta(seconds=offset)).isoformat()
 
 
-async def test_timed_out_retry_is_reconciled_by_one_get(client: pa.PostmanClient,
-                                                        http: aioresponses) -> None:
+async def test_timed_out_retry_is_reconciled_by_one_get(
+    client: pa.PostmanClient, http: aioresponses
+) -> None:
     http.post(f"{MSG}/message_1/retry", exception=asyncio.TimeoutError())
-    took = {**MESSAGE, "latestStatus": "enqueued",
-            "attempts": [{"status": "enqueued", "createdAt": _iso(3)},
-                         {"status": "failure", "createdAt": _iso(-600)}]}
+    took = {
+        **MESSAGE,
+        "latestStatus": "enqueued",
+        "attempts": [
+            {"status": "enqueued", "createdAt": _iso(3)},
+            {"status": "failure", "createdAt": _iso(-600)},
+        ],
+    }
     http.get(f"{MSG}/message_1", payload=took, headers={"Date": _http_date()})
     m = await client.retry_message("message_1")
     assert m.latest_status is pa.MessageStatus.ENQUEUED
@@ -335,14 +341,14 @@ async def test_timed_out_retry_is_reconciled_by_one_get(client: pa.PostmanClient
     assert len(_sent(http, "GET", f"{MSG}/message_1")) == 1
 
 
-async def test_reconcile_with_known_attempt_count(client: pa.PostmanClient,
-                                                  http: aioresponses) -> None:
+async def test_reconcile_with_known_attempt_count(
+    client: pa.PostmanClient, http: aioresponses
+) -> None:
     http.post(f"{MSG}/message_1/retry", exception=aiohttp.ServerDisconnectedError())
     http.get(f"{MSG}/message_1", payload={**MESSAGE, "numAttempts": 2})
     assert (await client.retry_message("message_1", attempts_before=1)).id == "message_1"
     http.post(f"{MSG}/message_1/retry", exception=aiohttp.ServerDisconnectedError())
-    http.get(f"{MSG}/message_1", payload={**MESSAGE, "latestStatus": "success",
-                                          "numAttempts": 2})
+    http.get(f"{MSG}/message_1", payload={**MESSAGE, "latestStatus": "success", "numAttempts": 2})
     with pytest.raises(pa.OutcomeUnknownError) as info:
         await client.retry_message("message_1", attempts_before=2)
     assert info.value.applied is False
@@ -354,8 +360,11 @@ async def test_rejected_retry_whose_answer_was_lost_is_not_reported_applied(
     # Processed and rejected (the message had succeeded), then the connection dropped: the
     # read-back shows no attempt after the POST, so it did not take - not "no longer failure".
     http.post(f"{MSG}/message_1/retry", exception=aiohttp.ServerDisconnectedError())
-    done = {**MESSAGE, "latestStatus": "success",
-            "attempts": [{"status": "success", "createdAt": _iso(-300)}]}
+    done = {
+        **MESSAGE,
+        "latestStatus": "success",
+        "attempts": [{"status": "success", "createdAt": _iso(-300)}],
+    }
     http.get(f"{MSG}/message_1", payload=done, headers={"Date": _http_date()})
     with pytest.raises(pa.OutcomeUnknownError) as info:
         await client.retry_message("message_1")
@@ -363,8 +372,9 @@ async def test_rejected_retry_whose_answer_was_lost_is_not_reported_applied(
     assert info.value.observed.latest_status is pa.MessageStatus.SUCCESS
 
 
-async def test_retry_still_failed_after_reset_is_not_resent(client: pa.PostmanClient,
-                                                            http: aioresponses) -> None:
+async def test_retry_still_failed_after_reset_is_not_resent(
+    client: pa.PostmanClient, http: aioresponses
+) -> None:
     http.post(f"{MSG}/message_1/retry", exception=aiohttp.ServerDisconnectedError())
     http.get(f"{MSG}/message_1", payload={**MESSAGE, "latestStatus": "failure"})
     with pytest.raises(pa.OutcomeUnknownError) as info:
@@ -375,8 +385,9 @@ async def test_retry_still_failed_after_reset_is_not_resent(client: pa.PostmanCl
     assert len(_sent(http, "POST", f"{MSG}/message_1/retry")) == 1
 
 
-async def test_unreadable_2xx_retry_is_applied_and_read_back(client: pa.PostmanClient,
-                                                              http: aioresponses) -> None:
+async def test_unreadable_2xx_retry_is_applied_and_read_back(
+    client: pa.PostmanClient, http: aioresponses
+) -> None:
     http.post(f"{MSG}/message_1/retry", status=201, body=b'{"id": "mess')
     http.get(f"{MSG}/message_1", payload={**MESSAGE, "latestStatus": "created"})
     assert (await client.retry_message("message_1")).id == "message_1"

@@ -159,7 +159,9 @@ def test_retry_applied_rules() -> None:
 
     def message(created: str, count: int | None = None) -> pa.Message:
         payload: dict[str, object] = {
-            "id": "m", "attempts": [{"status": "created", "createdAt": created}]}
+            "id": "m",
+            "attempts": [{"status": "created", "createdAt": created}],
+        }
         if count is not None:
             payload["numAttempts"] = count
         return decode(pa.Message, payload)
@@ -173,7 +175,15 @@ def test_retry_applied_rules() -> None:
     assert retry_applied(before, attempts_before=None, server_date=date, elapsed=2.0) is False
     assert retry_applied(unsure, attempts_before=None, server_date=date, elapsed=2.0) is None
     assert retry_applied(after, attempts_before=None, server_date=None, elapsed=2.0) is None
-    assert retry_applied(message("2026-01-01T00:00:00Z", 3), attempts_before=2,
-                         server_date=None, elapsed=0) is True
-    assert retry_applied(message("2026-01-01T00:00:00Z", 2), attempts_before=2,
-                         server_date=None, elapsed=0) is False
+    assert (
+        retry_applied(
+            message("2026-01-01T00:00:00Z", 3), attempts_before=2, server_date=None, elapsed=0
+        )
+        is True
+    )
+    assert (
+        retry_applied(
+            message("2026-01-01T00:00:00Z", 2), attempts_before=2, server_date=None, elapsed=0
+        )
+        is False
+    )

@@ -9,14 +9,16 @@ a no-op.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
 import aioresponses.core
 import pytest
+import pytest_asyncio
 
 from postman_async import _session
+from postman_async.testing import PostmanSimulator
 
 
 class _NullStreamWriter:
@@ -38,3 +40,22 @@ def _fresh_retry_budgets() -> Iterator[None]:
     _session._budgets.clear()
     yield
     _session._budgets.clear()
+
+
+FAST = {"rate_limit": 1000.0, "time_scale": 100.0, "batch_enqueue_delay": 0.5}
+
+
+@pytest_asyncio.fixture
+async def make_sim() -> AsyncIterator[Callable[..., Any]]:
+    """Start simulators with settings; all are stopped after the test."""
+    started: list[PostmanSimulator] = []
+
+    async def make(**options: Any) -> PostmanSimulator:
+        sim = PostmanSimulator(**{**FAST, **options})
+        await sim.start()
+        started.append(sim)
+        return sim
+
+    yield make
+    for sim in started:
+        await sim.stop()

@@ -1,5 +1,6 @@
 """Test support: a faithful local Postman v2 simulator and a pytest plugin."""
 
+from .process import SimulatorProcess
 from .simulator import Faults, PostmanSimulator, RequestRecord, SimulatorStats
 from .state import TEST_NUMBERS, Campaign
 
@@ -9,5 +10,6 @@ __all__ = [
     "Faults",
     "PostmanSimulator",
     "RequestRecord",
+    "SimulatorProcess",
     "SimulatorStats",
 ]

@@ -1,0 +1,186 @@
+"""The postman-async CLI against the standalone simulator (a child process)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from postman_async import cli
+from postman_async.testing import SimulatorProcess
+
+
+@pytest.fixture(scope="module")
+def ids_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cli") / "failed.txt"
+
+
+@pytest.fixture(scope="module")
+def sim(ids_file: Path) -> Iterator[SimulatorProcess]:
+    with SimulatorProcess(
+        "--rate-limit",
+        "1000",
+        "--time-scale",
+        "100",
+        "--failed-messages",
+        "12",
+        "--ids-out",
+        str(ids_file),
+    ) as process:
+        yield process
+
+
+@pytest.fixture
+def env(sim: SimulatorProcess, monkeypatch: pytest.MonkeyPatch) -> SimulatorProcess:
+    monkeypatch.setenv("POSTMAN_API_KEY", sim.api_key)
+    monkeypatch.setenv("POSTMAN_CAMPAIGN_ID", sim.campaign_id)
+    monkeypatch.setenv("POSTMAN_BASE_URL", sim.base_url)
+    return sim
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_send_status_list(env: SimulatorProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "send", "+65 9123 4567", "--value", "body=Hello", "--json", "--rate-limit", "1000"
+    )
+    assert code == 0
+    sent = json.loads(out)
+    assert sent["recipient"] == "6591234567" and sent["latestStatus"] == "created"
+    code, out, _ = run(capsys, "status", sent["id"], "--json")
+    assert code == 0 and json.loads(out)["id"] == sent["id"]
+    code, out, _ = run(capsys, "status", sent["id"])
+    assert code == 0 and sent["id"] in out and "attempts" in out
+    code, out, _ = run(capsys, "list", "--search", "91234567", "--json")
+    assert code == 0 and sent["id"] in [m["id"] for m in json.loads(out)]
+    code, out, _ = run(capsys, "list", "--limit", "3")
+    assert code == 0 and "3 shown" in out
+
+
+def test_retry_ids_file_and_args(
+    env: SimulatorProcess, ids_file: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    ids = ids_file.read_text().split()
+    report_path = tmp_path / "report.json"
+    code, out, _ = run(
+        capsys, "retry", "--ids-file", str(ids_file), ids[0], "--json", "--report", str(report_path)
+    )
+    assert code == 0
+    summary = json.loads(out)["summary"]
+    assert summary["counts"]["retried"] == 12 and summary["duplicates"] == 1
+    assert json.loads(report_path.read_text())["summary"]["messages"] == 12
+    code, out, _ = run(capsys, "retry", ids[0])  # now created, not failed: skipped
+    assert code == 0 and "skipped_not_in_failure" in out
+
+
+def test_retry_batch_and_settle(
+    env: SimulatorProcess, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import asyncio
+
+    from postman_async import PostmanClient
+
+    async def make_batch() -> str:
+        async with PostmanClient(
+            api_key=env.api_key, campaign_id=env.campaign_id, base_url=env.base_url, rate_limit=1000
+        ) as client:
+            rows = [
+                {"recipient": r, "language": "english", "body": "x"}
+                for r in ("6591234567", "6511112222", "6511111111")
+            ]
+            batch_id = (await client.send_batch(rows)).batch_id
+            await asyncio.sleep(0.1)
+            return batch_id
+
+    batch_id = asyncio.run(make_batch())
+    code, out, _ = run(capsys, "retry-batch", batch_id, "--json")
+    assert code == 0 and json.loads(out)["fired"] is True
+    code, out, _ = run(capsys, "settle", "--batch", batch_id, "--json")
+    assert code == 0
+    settled = json.loads(out)
+    assert settled["unsettled"] == [] and settled["delivered"] == 1
+    assert settled["failedForGood"] == {"recipient_unavailable": 1, "recipient_invalid": 1}
+    code, out, _ = run(capsys, "retry-batch", "batch_unknown")
+    assert code == cli.EXIT_NOT_FIRED and "batch_not_found_or_is_not_retryable" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected", "fragment"),
+    [
+        (["status", "bad/id"], cli.EXIT_INPUT, "invalid message_id"),
+        (["send", "91234567", "--value", "body=x"], cli.EXIT_INPUT, "country code"),
+        (["send", "6591234567", "--value", "body"], cli.EXIT_INPUT, "NAME=TEXT"),
+        (["retry"], cli.EXIT_INPUT, "give message IDs"),
+        (["retry", "--ids-file", "/nonexistent/ids.txt"], cli.EXIT_INPUT, "cannot read"),
+        (["status", "message_nope"], cli.EXIT_OTHER, "404"),
+    ],
+)
+def test_error_paths_one_line(
+    env: SimulatorProcess,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    expected: int,
+    fragment: str,
+) -> None:
+    code, _, err = run(capsys, *argv)
+    assert code == expected
+    assert fragment in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bad_key_and_missing_configuration(
+    sim: SimulatorProcess, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTMAN_BASE_URL", sim.base_url)
+    monkeypatch.setenv("POSTMAN_CAMPAIGN_ID", sim.campaign_id)
+    monkeypatch.setenv("POSTMAN_API_KEY", "key_test_wrong")
+    code, _, err = run(capsys, "list")
+    assert code == cli.EXIT_AUTH and "invalid_api_key_provided" in err
+    assert "key_test_wrong" not in err
+    monkeypatch.delenv("POSTMAN_API_KEY")
+    code, _, err = run(capsys, "list")
+    assert code == cli.EXIT_INPUT and "POSTMAN_API_KEY" in err
+
+
+def test_no_network(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from postman_async.testing.process import free_port
+
+    monkeypatch.setenv("POSTMAN_API_KEY", "key_test_x")
+    code, _, err = run(
+        capsys,
+        "status",
+        "message_1",
+        "--campaign",
+        "campaign_1",
+        "--base-url",
+        f"http://127.0.0.1:{free_port()}/api/v2",
+        "--max-retries",
+        "0",
+    )
+    assert code == cli.EXIT_OTHER and "connection failed" in err
+
+
+def test_console_script_and_module_entry(env: SimulatorProcess) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "postman_async", "list", "--json", "--limit", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert isinstance(json.loads(result.stdout), list)
+    bad = subprocess.run(
+        [sys.executable, "-m", "postman_async", "status", "x y"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == cli.EXIT_INPUT and "Traceback" not in bad.stderr

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import gc
 import os
+import random
 import resource
 import statistics
 import tempfile
@@ -62,12 +63,14 @@ async def urgent_latency(messages: int = 400, every: float = 1.0) -> dict[str, A
         ) as client:
             run = asyncio.ensure_future(RetryOrchestrator(client).retry_messages(ids))
             latencies: list[float] = []
+            rng = random.Random(0)
             await asyncio.sleep(2.0)  # let the bulk run saturate the budget first
             while not run.done():
                 started = time.monotonic()
                 await client.send_message("6591234567", "english", {"body": "OTP 123456"})
                 latencies.append(time.monotonic() - started)
-                await asyncio.sleep(every)
+                # Random spacing: a fixed 1 s would phase-lock with the 100.5 ms slots.
+                await asyncio.sleep(rng.uniform(0.5, 1.5) * every)
             report = await run
         stats = sim.stats()
     latencies.sort()

@@ -22,8 +22,16 @@ BLOCKS = re.findall(r"^```python\n(.*?)^```", README.read_text(), flags=re.S | r
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimulatorProcess, list[str]]]:
     ids_file = tmp_path_factory.mktemp("readme") / "ids.txt"
-    with SimulatorProcess("--rate-limit", "1000", "--time-scale", "100",
-                          "--failed-messages", "40", "--ids-out", str(ids_file)) as process:
+    with SimulatorProcess(
+        "--rate-limit",
+        "1000",
+        "--time-scale",
+        "100",
+        "--failed-messages",
+        "40",
+        "--ids-out",
+        str(ids_file),
+    ) as process:
         yield process, ids_file.read_text().split()
 
 
@@ -32,10 +40,15 @@ def test_readme_has_runnable_blocks() -> None:
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_block_runs(index: int, sim: tuple[SimulatorProcess, list[str]],
-                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_readme_block_runs(
+    index: int, sim: tuple[SimulatorProcess, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     process, failed = sim
     monkeypatch.setattr(client_module, "default_base_url", lambda key: process.base_url)
-    namespace = {"KEY": process.api_key, "CAMPAIGN": process.campaign_id,
-                 "FAILED_IDS": failed[index * 10:(index + 1) * 10], "__name__": "readme"}
+    namespace = {
+        "KEY": process.api_key,
+        "CAMPAIGN": process.campaign_id,
+        "FAILED_IDS": failed[index * 10 : (index + 1) * 10],
+        "__name__": "readme",
+    }
     exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), namespace)

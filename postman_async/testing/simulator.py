@@ -59,7 +59,7 @@ class Faults:
     reset_before_rate: float = 0.0  # connection dropped before processing
     reset_after_rate: float = 0.0  # processed, then the connection is dropped
     latency: float = 0.0  # seconds added after processing ...
-    latency_rate: float = 0.0  # ... to this share of responses
+    latency_rate: float = 1.0  # ... to this share of responses
     malformed_json_rate: float = 0.0  # processed, then a truncated JSON body
     competing_share: float = 0.0  # share of each campaign's budget taken by another client
 
@@ -532,7 +532,7 @@ class PostmanSimulator:
                     body=b'{"id": "message_trunc',
                     content_type="application/json",
                 )
-            if faults.latency > 0 and self._chance(faults.latency_rate or 1.0):
+            if faults.latency > 0 and self._chance(faults.latency_rate):
                 await asyncio.sleep(faults.latency)
         record.status = response.status
         return response

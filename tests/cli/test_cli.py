@@ -184,3 +184,45 @@ def test_console_script_and_module_entry(env: SimulatorProcess) -> None:
         timeout=60,
     )
     assert bad.returncode == cli.EXIT_INPUT and "Traceback" not in bad.stderr
+
+
+def test_ctrl_c_stops_cleanly_and_prints_what_was_done(tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    ids_file = tmp_path / "ids.txt"
+    with SimulatorProcess(
+        "--rate-limit", "5", "--failed-messages", "100", "--ids-out", str(ids_file)
+    ) as slow:
+        env = {
+            **os.environ,
+            "POSTMAN_API_KEY": slow.api_key,
+            "POSTMAN_CAMPAIGN_ID": slow.campaign_id,
+            "POSTMAN_BASE_URL": slow.base_url,
+        }
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "postman_async",
+                "retry",
+                "--ids-file",
+                str(ids_file),
+                "--rate-limit",
+                "5",
+                "--report",
+                str(tmp_path / "partial.json"),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(2.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == cli.EXIT_INTERRUPTED, err
+    assert "interrupted; done so far:" in out + err and "Traceback" not in err
+    partial = json.loads((tmp_path / "partial.json").read_text())
+    assert 0 < partial["summary"]["messages"] < 100

@@ -1,0 +1,98 @@
+"""The simulator's fault injection, and the client's behaviour under each fault."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import postman_async as pa
+from postman_async.testing import Faults
+
+from .conftest import client_for
+
+FAIL = (pa.MessageStatus.FAILURE, "delivery_error", "recipient_unavailable")
+
+
+async def test_malformed_json_on_get_is_typed_and_retried_get_is_not(make_sim) -> None:
+    sim = await make_sim(faults=Faults(malformed_json_rate=1.0))
+    message = sim.create_message()
+    async with client_for(sim) as client:
+        with pytest.raises(pa.MalformedResponseError):
+            await client.get_message(message.id)
+        with pytest.raises(pa.OutcomeUnknownError) as info:
+            await client.send_message("6591234567", "english", {"body": "x"})
+    assert info.value.applied is True  # HTTP 201 arrived: it was sent, do not send again
+    assert sum(sim.send_posts.values()) == 1
+
+
+async def test_slow_responses_time_out_and_retry_is_reconciled(make_sim) -> None:
+    sim = await make_sim(faults=Faults(latency=0.5, latency_rate=1.0))
+    failed = sim.create_message(outcome=FAIL)
+    async with client_for(sim, timeout=0.2, sleep=_no_sleep) as client:
+        # The retry POST is processed, but its answer comes after the client's timeout. The
+        # read-back (also slow) times out too: the outcome is unknown, and nothing is re-sent.
+        with pytest.raises(pa.OutcomeUnknownError):
+            await client.retry_message(failed.id, attempts_before=1)
+        sim.faults.latency_rate = 0.0
+        again = sim.create_message(outcome=FAIL)
+        sim.faults.latency_rate = 1.0
+        task = asyncio.ensure_future(client.retry_message(again.id, attempts_before=1))
+        await asyncio.sleep(0.3)  # the POST has timed out; let the read-back be fast
+        sim.faults.latency_rate = 0.0
+        confirmed = await task
+    assert confirmed.id == again.id
+    assert sim.retry_posts[failed.id] == 1 and sim.retry_posts[again.id] == 1
+
+
+async def test_5xx_and_resets_on_gets_are_retried(make_sim) -> None:
+    sim = await make_sim(faults=Faults(server_error_rate=0.3, reset_before_rate=0.2), seed=5)
+    message = sim.create_message()
+    async with client_for(sim, max_retries=8, sleep=_no_sleep) as client:
+        for _ in range(10):
+            assert (await client.get_message(message.id)).id == message.id
+    statuses = {r.status for r in sim.request_log}
+    assert {0, 200} <= statuses and statuses & {500, 502, 503}
+
+
+async def _no_sleep(_: float) -> None:
+    await asyncio.sleep(0)
+
+
+async def test_competing_client_causes_429s_that_are_absorbed(make_sim) -> None:
+    sim = await make_sim(rate_limit=20.0, faults=Faults(competing_share=0.5))
+    ids = [sim.create_message(outcome=FAIL).id for _ in range(30)]
+    async with client_for(sim, rate_limit=20.0) as client:
+        report = await pa.RetryOrchestrator(client).retry_messages(ids)
+    assert report.counts[pa.Outcome.RETRIED] == 30
+    assert sim.stats().throttled > 0  # the competitor took half the budget
+    assert sim.stats().competitor_admitted > 0
+    assert all(sim.retry_posts[i] == 1 for i in ids)
+
+
+async def test_restart_mid_run(make_sim) -> None:
+    sim = await make_sim(rate_limit=50.0)
+    ids = [sim.create_message(outcome=FAIL).id for _ in range(40)]
+    port = sim.port
+    async with client_for(sim, rate_limit=50.0, sleep=_no_sleep) as client:
+        run = asyncio.ensure_future(pa.RetryOrchestrator(client, concurrency=4).retry_messages(ids))
+        await asyncio.sleep(0.3)
+        await sim.restart(downtime=0.2)
+        report = await run
+    assert sim.port == port
+    assert len(report) == 40
+    for result in report:  # state survived the restart; no message was retried twice
+        assert sim.retry_posts[result.message_id] <= 1
+        if result.outcome is pa.Outcome.RETRIED:
+            assert sim.retry_posts[result.message_id] == 1
+
+
+async def test_csv_over_the_size_limit(make_sim) -> None:
+    sim = await make_sim(max_csv_bytes=1000)
+    rows = [
+        {"recipient": f"6591{i:06d}", "language": "english", "body": "x" * 50} for i in range(40)
+    ]
+    async with client_for(sim) as client:
+        with pytest.raises(pa.ParameterInvalidError, match="File too large"):
+            await client.send_batch(rows)
+    assert sim.batches == {}

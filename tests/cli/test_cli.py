@@ -218,6 +218,9 @@ def test_ctrl_c_stops_cleanly_and_prints_what_was_done(tmp_path: Path) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # As from a terminal: a runner started in the background may ignore SIGINT, and
+            # the child would inherit that.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         time.sleep(2.5)
         proc.send_signal(signal.SIGINT)

@@ -57,10 +57,15 @@ class MessagePages:
         """One page: the newest, or the one after/before a cursor."""
         return await self._fetch(after=after, before=before)
 
-    async def pages(self) -> AsyncIterator[Page]:
+    async def pages(
+        self, *, before_each: Callable[[], Awaitable[None]] | None = None
+    ) -> AsyncIterator[Page]:
+        """Every page, following ``after``; ``before_each`` is awaited before each fetch."""
         cursor: str | None = None
         seen: set[str] = set()
         while True:
+            if before_each is not None:
+                await before_each()
             page = await self._fetch(after=cursor, before=None)
             yield page
             cursor = page.next_cursor

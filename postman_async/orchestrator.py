@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -51,7 +52,7 @@ from .errors import (
     ValidationError,
 )
 from .models import BatchStatus, Message, MessageStatus, Priority
-from .ratelimit import Clock, Sleep
+from .ratelimit import Clock, RateLimiter, Sleep
 from .reports import (
     BatchRetryReason,
     BatchRetryReport,
@@ -83,7 +84,8 @@ class RetryOrchestrator:
 
     ``concurrency`` bounds the workers (calls in flight); ``max_attempts`` is the API's cap
     (attempts including the original send); ``keep_messages=False`` keeps only outcomes, for
-    runs over millions of IDs.
+    runs over millions of IDs; ``budget_share`` (0..1] is the share of the campaign's rate its
+    calls may use, leaving the rest for other work.
     """
 
     def __init__(
@@ -98,6 +100,7 @@ class RetryOrchestrator:
         poll_interval: float = 2.0,
         max_poll_interval: float = 30.0,
         telco_final_after: float = 0.0,
+        budget_share: float = 1.0,
         priority: Priority = Priority.BULK,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
@@ -106,6 +109,8 @@ class RetryOrchestrator:
             raise ValidationError("concurrency", "must be >= 1")
         if max_attempts < 1:
             raise ValidationError("max_attempts", "must be >= 1")
+        if not 0 < budget_share <= 1:
+            raise ValidationError("budget_share", "must be in (0, 1]")
         self.client = client
         self.concurrency = concurrency
         self.max_attempts = max_attempts
@@ -118,8 +123,20 @@ class RetryOrchestrator:
         self.priority = priority
         self._clock = clock
         self._sleep = sleep
+        # Headroom for other work on the campaign: our calls also pass a limiter of our own at
+        # this share of the campaign's rate.
+        self.budget_share = budget_share
+        self._pacer = (
+            RateLimiter(client.rate_limit * budget_share, clock=clock, sleep=sleep)
+            if budget_share < 1
+            else None
+        )
         #: The report of the current (or last) ``retry_messages`` run, complete or partial.
         self.report: RetryReport | None = None
+
+    async def _pace(self) -> None:
+        if self._pacer is not None:
+            await self._pacer.acquire()
 
     # -- single retries --------------------------------------------------------------------
 
@@ -198,6 +215,7 @@ class RetryOrchestrator:
         except ValidationError as exc:
             return MessageResult(key, Outcome.ERROR, str(exc), error=exc)
         try:
+            await self._pace()
             message = await self.client.retry_message(
                 message_id, attempts_before=attempts_before, priority=self.priority
             )
@@ -235,6 +253,7 @@ class RetryOrchestrator:
         if not self.diagnose_skips:
             return MessageResult(message_id, Outcome.NOT_IN_FAILURE, "not found or not failed")
         try:
+            await self._pace()
             message = await self.client.get_message(message_id, priority=self.priority)
         except NotFoundError:
             return MessageResult(message_id, Outcome.NOT_FOUND, "no such message")
@@ -258,12 +277,13 @@ class RetryOrchestrator:
         states: list[MessageState] = []
         async for page in self.client.list_batch_messages(
             batch_id, page_size=1000, priority=self.priority
-        ).pages():
+        ).pages(before_each=self._pace):
             states.extend(MessageState.of(m, batch_id) for m in page.data)
         return states
 
     async def _batch_status(self, batch_id: str, sample_id: str) -> BatchStatus | None:
         """Batch status, read from one of its messages' ``batches[]`` (no batch GET exists)."""
+        await self._pace()
         message = await self.client.get_message(sample_id, priority=self.priority)
         for batch in message.batches or ():
             if batch.id == batch_id:
@@ -342,6 +362,7 @@ class RetryOrchestrator:
     ) -> None:
         """POST the batch retry; the server's answer is authoritative."""
         try:
+            await self._pace()
             await self.client.retry_batch(batch_id, priority=self.priority)
         except BatchNotRetryableError as exc:
             report.reason, report.error = BatchRetryReason.BATCH_STATUS, exc
@@ -399,8 +420,19 @@ class RetryOrchestrator:
         return report
 
     async def _wait(
-        self, message_ids: list[str], batch_ids: list[str], timeout: float
+        self,
+        message_ids: list[str],
+        batch_ids: list[str],
+        timeout: float,
+        *,
+        initial_delay: float = 0.0,
+        batch_pending: Mapping[str, set[str]] | None = None,
+        batch_sizes: Mapping[str, int] | None = None,
     ) -> OutcomesReport:
+        """Poll until final. For each batch, a poll reads whichever costs fewer calls: its
+        listing (one call per 1,000 messages) or GETs of its still-pending messages (when known
+        from ``batch_pending``). The delay between polls starts at ``poll_interval`` and grows
+        while nothing changes; it never shrinks, as outcomes do not speed up."""
         for message_id in message_ids:
             validate_id("message_id", message_id)
         for batch_id in batch_ids:
@@ -408,43 +440,70 @@ class RetryOrchestrator:
         report = OutcomesReport()
         deadline = self._clock() + timeout
         telco_since: dict[str, float] = {}
-        open_batches = list(dict.fromkeys(batch_ids))
+        pending: dict[str, set[str] | None] = {
+            b: (set(batch_pending[b]) if batch_pending and b in batch_pending else None)
+            for b in dict.fromkeys(batch_ids)
+        }
+        sizes = dict(batch_sizes or {})
         singles: list[str] | None = None
         delay = self.poll_interval
+        if initial_delay > 0:
+            await self._sleep(min(initial_delay, max(0.0, deadline - self._clock())))
         while True:
             changed = False
-            for batch_id in list(open_batches):
-                states = await self._read_batch(batch_id)
-                done = True
+            for batch_id, waiting in list(pending.items()):
+                pages = -(-sizes[batch_id] // 1000) if batch_id in sizes else None
+                if waiting is not None and pages is not None and len(waiting) < pages:
+                    states = await self._read_messages(waiting, batch_id, report)
+                else:
+                    states = await self._read_batch(batch_id)
+                    sizes[batch_id] = len(states)
+                    waiting = set()
                 for state in states:
                     changed |= report.states.get(state.message_id) != state
                     report.states[state.message_id] = state
-                    done &= self._is_final(state, telco_since)
-                if done:
-                    open_batches.remove(batch_id)
+                    if self._is_final(state, telco_since):
+                        waiting.discard(state.message_id)
+                    else:
+                        waiting.add(state.message_id)
+                if waiting:
+                    pending[batch_id] = waiting
+                else:
+                    del pending[batch_id]
             if singles is None:  # after the first batch read: the rest need GETs
                 singles = [i for i in dict.fromkeys(message_ids) if i not in report.states]
-            for message_id in list(singles):
-                try:
-                    message = await self.client.get_message(message_id, priority=self.priority)
-                except NotFoundError:
-                    report.missing.append(message_id)
-                    singles.remove(message_id)
-                    continue
-                state = MessageState.of(message)
-                changed |= report.states.get(message_id) != state
-                report.states[message_id] = state
+            for state in await self._read_messages(singles, None, report):
+                changed |= report.states.get(state.message_id) != state
+                report.states[state.message_id] = state
                 if self._is_final(state, telco_since):
-                    singles.remove(message_id)
-            if not open_batches and not singles:
+                    singles.remove(state.message_id)
+            if not pending and not singles:
                 break
             remaining = deadline - self._clock()
             if remaining <= 0:
                 break
-            delay = self.poll_interval if changed else min(delay * 1.5, self.max_poll_interval)
+            if not changed:
+                delay = min(delay * 1.5, self.max_poll_interval)
             await self._sleep(min(delay, remaining))
         report.pending = [i for i, s in report.states.items() if not self._is_final(s, telco_since)]
         return report
+
+    async def _read_messages(
+        self, message_ids: Collection[str], batch_id: str | None, report: OutcomesReport
+    ) -> list[MessageState]:
+        """GET each message; a missing one is recorded and dropped from ``message_ids``."""
+        states = []
+        for message_id in list(message_ids):
+            await self._pace()
+            try:
+                message = await self.client.get_message(message_id, priority=self.priority)
+            except NotFoundError:
+                report.missing.append(message_id)
+                if isinstance(message_ids, (list, set)):
+                    message_ids.remove(message_id)
+                continue
+            states.append(MessageState.of(message, batch_id))
+        return states
 
     # -- settle loop ---------------------------------------------------------------------
 
@@ -470,13 +529,21 @@ class RetryOrchestrator:
         batches = list(dict.fromkeys(batch_ids))
         watch_singles = list(dict.fromkeys(message_ids))
         watch_batches = list(batches)
+        batch_pending: dict[str, set[str]] = {}
+        batch_sizes: dict[str, int] = {}
         with count_calls() as total:
             for number in range(1, max_rounds + 1):
                 round_report = RoundReport(number)
                 settle.rounds.append(round_report)
                 with count_calls() as reads:
                     outcomes = await self._wait(
-                        watch_singles, watch_batches, max(0.0, deadline - self._clock())
+                        watch_singles,
+                        watch_batches,
+                        max(0.0, deadline - self._clock()),
+                        # After a retry nothing can have resolved yet: don't read at once.
+                        initial_delay=0.0 if number == 1 else self.poll_interval,
+                        batch_pending=batch_pending,
+                        batch_sizes=batch_sizes,
                     )
                 round_report.calls_reads = reads[0]
                 settle.states.update(outcomes.states)
@@ -505,6 +572,19 @@ class RetryOrchestrator:
                 )
                 watch_batches = fired + waiting
                 covered = set(watch_batches)
+                batch_sizes = Counter(
+                    s.batch_id for s in settle.states.values() if s.batch_id in covered
+                )
+                batch_pending = {
+                    b: {
+                        s.message_id
+                        for s in settle.states.values()
+                        if s.batch_id == b
+                        and s.status == MessageStatus.FAILURE
+                        and has_attempts_left(s.attempts or 0, self.max_attempts)
+                    }
+                    for b in fired
+                }
                 watch_singles = [
                     i
                     for i in dict.fromkeys([*retried, *outcomes.pending])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import random
@@ -321,21 +322,14 @@ class PostmanClient:
         priority: Priority | None = None,
     ) -> MessagePages:
         """Messages of a batch, newest first, with ``numAttempts`` and ``messageAttempts``."""
-        # Built once now so bad input fails at the call, not at the first iteration.
-        list_batch_messages_request(self.campaign_id, batch_id, limit=page_size, search=search)
-
-        async def fetch(*, after: str | None, before: str | None) -> Page:
-            request = list_batch_messages_request(
-                self.campaign_id,
-                batch_id,
-                limit=page_size,
-                after=after,
-                before=before,
-                search=search,
-            )
-            return decode(Page, await self._call(request, priority))
-
-        return MessagePages(fetch)
+        build = functools.partial(
+            list_batch_messages_request,
+            self.campaign_id,
+            batch_id,
+            limit=page_size,
+            search=search,
+        )
+        return self._listing(build, priority)
 
     def list_messages(
         self,
@@ -345,13 +339,16 @@ class PostmanClient:
         priority: Priority | None = None,
     ) -> MessagePages:
         """Every message of the campaign (single and batch sends), newest first."""
-        list_messages_request(self.campaign_id, limit=page_size, search=search)
+        build = functools.partial(
+            list_messages_request, self.campaign_id, limit=page_size, search=search
+        )
+        return self._listing(build, priority)
+
+    def _listing(self, build: Callable[..., Request], priority: Priority | None) -> MessagePages:
+        build()  # built once now, so bad input fails at the call, not at the first page
 
         async def fetch(*, after: str | None, before: str | None) -> Page:
-            request = list_messages_request(
-                self.campaign_id, limit=page_size, after=after, before=before, search=search
-            )
-            return decode(Page, await self._call(request, priority))
+            return decode(Page, await self._call(build(after=after, before=before), priority))
 
         return MessagePages(fetch)
 

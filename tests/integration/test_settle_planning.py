@@ -25,17 +25,19 @@ async def _batch(client: pa.PostmanClient, recipients: list[str]) -> str:
 async def test_one_worthy_failure_among_unworthy_gets_a_single_retry(make_sim) -> None:
     sim = await make_sim(step_delays=DELAYS)
     async with client_for(sim) as client:
-        batch_id = await _batch(client, ["6511112222", "6511111111", "6511113333",
-                                         "6591234567"])
+        batch_id = await _batch(client, ["6511112222", "6511111111", "6511113333", "6591234567"])
         settle = await fast(client).retry_until_settled(batch_ids=[batch_id], timeout=30)
-    worthy, invalid, content, ok = sim.batches[batch_id].message_ids
+    worthy, invalid, content, _delivered = sim.batches[batch_id].message_ids
     assert sum(sim.batch_retry_posts.values()) == 0  # a batch retry would retry all three
     assert sim.retry_posts[worthy] == 2 and len(sim.messages[worthy].attempts) == 3
     assert len(sim.messages[invalid].attempts) == 1 and len(sim.messages[content].attempts) == 1
     notes = [n for r in settle.rounds for n in r.notes]
     assert any("1 single retry" in n for n in notes)
-    assert settle.failed_for_good == {"recipient_unavailable": 1, "recipient_invalid": 1,
-                                      "content_invalid": 1}
+    assert settle.failed_for_good == {
+        "recipient_unavailable": 1,
+        "recipient_invalid": 1,
+        "content_invalid": 1,
+    }
     assert settle.delivered == 1 and settle.unsettled == []
 
 
@@ -49,8 +51,7 @@ async def test_many_worthy_failures_get_one_batch_retry_and_the_report_says_why(
     assert settle.calls_by_purpose()["batch_retries"] == 2
     assert settle.calls_by_purpose()["single_retries"] == 0
     notes = [n for r in settle.rounds for n in r.notes]
-    assert any("instead of 5 single retries" in n and "2 message(s) not worth" in n
-               for n in notes)
+    assert any("instead of 5 single retries" in n and "2 message(s) not worth" in n for n in notes)
 
 
 async def test_reads_switch_to_gets_when_few_are_pending(make_sim) -> None:

@@ -18,7 +18,7 @@ import contextvars
 import logging
 import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -53,6 +53,7 @@ class RawResponse:
     headers: Mapping[str, str]
     body: bytes
     attempts: int
+    value: Any = None  # what ``decode`` made of the body
 
 
 class RetryBudget:
@@ -172,7 +173,15 @@ class HttpSession:
         ceiling = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
         return self._rng.uniform(0, ceiling)
 
-    async def send(self, request: Request, *, priority: Priority = Priority.HIGH) -> RawResponse:
+    async def send(
+        self,
+        request: Request,
+        *,
+        priority: Priority = Priority.HIGH,
+        decode: Callable[[bytes], Any] | None = None,
+    ) -> RawResponse:
+        """Send with the retry rules above. ``decode`` turns a 2xx body into ``value``; for a
+        GET, a body it cannot decode (truncated, garbled) is retried like a 5xx."""
         attempt = 0
         while True:
             attempt += 1
@@ -203,12 +212,20 @@ class HttpSession:
                     latency,
                 )
                 if 200 <= status < 300:
-                    self.retry_budget.deposit()
-                    return RawResponse(status, headers, body, attempt)
-                error = error_from_response(
-                    status, headers, body, method=request.method, path=request.path
-                )
-                certainly_dropped = status == 429
+                    try:
+                        value = decode(body) if decode is not None else None
+                    except MalformedResponseError as exc:
+                        if not request.is_idempotent:
+                            raise
+                        error = exc
+                    else:
+                        self.retry_budget.deposit()
+                        return RawResponse(status, headers, body, attempt, value)
+                else:
+                    error = error_from_response(
+                        status, headers, body, method=request.method, path=request.path
+                    )
+                    certainly_dropped = status == 429
             if status == 0:
                 logger.debug(
                     "%s %s -> %s attempt=%d",
@@ -317,7 +334,14 @@ class HttpSession:
 
 def _transient(error: PostmanError) -> bool:
     return isinstance(
-        error, (TooManyRequestsError, ServerError, PostmanConnectionError, PostmanTimeoutError)
+        error,
+        (
+            TooManyRequestsError,
+            ServerError,
+            PostmanConnectionError,
+            PostmanTimeoutError,
+            MalformedResponseError,
+        ),
     )
 
 

@@ -10,7 +10,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import aiohttp
 
@@ -34,6 +34,7 @@ from .ratelimit import Clock, Limiter, Sleep, shared_limiter
 from .validation import rows_to_csv, validate_api_key, validate_base_url, validate_csv, validate_id
 
 logger = logging.getLogger("postman_async")
+T = TypeVar("T")
 
 PRODUCTION_URL = "https://postman.gov.sg/api/v2"
 TEST_URL = "https://test.postman.gov.sg/api/v2"
@@ -179,9 +180,20 @@ class PostmanClient:
             )
         return self._http
 
-    async def _call(self, request: Request, priority: Priority | None) -> Any:
-        raw = await self._session().send(request, priority=priority or self.priority)
-        return decode_body(raw.body)
+    async def _call(
+        self, request: Request, priority: Priority | None, model: type[T] | None = None
+    ) -> Any:
+        """Send ``request``; the body decoded (into ``model`` when given). For a GET, a body
+        that does not decode is retried by the session, like a 5xx."""
+
+        def decoder(body: bytes) -> Any:
+            data = decode_body(body)
+            return decode(model, data) if model is not None else data
+
+        raw = await self._session().send(
+            request, priority=priority or self.priority, decode=decoder
+        )
+        return raw.value
 
     # -- endpoints -------------------------------------------------------------------------
 
@@ -212,7 +224,8 @@ class PostmanClient:
     async def get_message(self, message_id: str, *, priority: Priority | None = None) -> Message:
         """Read one message, with its attempts, template body and batches."""
         request = get_message_request(self.campaign_id, message_id)
-        return decode(Message, await self._call(request, priority))
+        result: Message = await self._call(request, priority, Message)
+        return result
 
     async def retry_message(
         self,
@@ -260,8 +273,9 @@ class PostmanClient:
             raw = await session.send(
                 get_message_request(self.campaign_id, message_id),
                 priority=priority or self.priority,
+                decode=lambda body: decode(Message, decode_body(body)),
             )
-            message = decode(Message, decode_body(raw.body))
+            message: Message = raw.value
         except PostmanError as read_error:
             raise OutcomeUnknownError(
                 f"retry of {message_id}: outcome unknown ({exc.cause}); "
@@ -307,7 +321,8 @@ class PostmanClient:
         if not filename.endswith(".csv") or any(c in filename for c in '/\\"\r\n'):
             raise ValidationError("filename", "must be a plain name ending in .csv")
         request = send_batch_request(self.campaign_id, csv_bytes, filename)
-        return decode(BatchSendResult, await self._call(request, priority))
+        result: BatchSendResult = await self._call(request, priority, BatchSendResult)
+        return result
 
     async def retry_batch(self, batch_id: str, *, priority: Priority | None = None) -> None:
         """Retry every failed message of a batch (201, no body)."""
@@ -348,7 +363,8 @@ class PostmanClient:
         build()  # built once now, so bad input fails at the call, not at the first page
 
         async def fetch(*, after: str | None, before: str | None) -> Page:
-            return decode(Page, await self._call(build(after=after, before=before), priority))
+            page: Page = await self._call(build(after=after, before=before), priority, Page)
+            return page
 
         return MessagePages(fetch)
 

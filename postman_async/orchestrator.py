@@ -77,6 +77,10 @@ FATAL_ERRORS = (
     RetryBudgetExhaustedError,
 )
 ProgressCallback = Callable[[RetryReport], None]
+#: Batch-retry outcomes that may change by the next round.
+_TRY_AGAIN = frozenset(
+    {BatchRetryReason.UNRESOLVED, BatchRetryReason.OUTCOME_UNKNOWN, BatchRetryReason.ERROR}
+)
 
 
 class RetryOrchestrator:
@@ -373,7 +377,12 @@ class RetryOrchestrator:
         except OutcomeUnknownError as exc:
             # Reconcile: a retried message has a new attempt (or left failure) if it took.
             before = {s.message_id: s.attempts or 0 for s in states}
-            after = await self._read_batch(batch_id)
+            try:
+                after = await self._read_batch(batch_id)
+            except FATAL_ERRORS:
+                raise
+            except PostmanError:
+                after = []
             took = any(
                 s.message_id in before
                 and s.message_id in report.retried_ids
@@ -382,6 +391,10 @@ class RetryOrchestrator:
             )
             report.reason = BatchRetryReason.FIRED if took else BatchRetryReason.OUTCOME_UNKNOWN
             report.fired, report.error = took, None if took else exc
+        except FATAL_ERRORS:
+            raise
+        except PostmanError as exc:  # e.g. still throttled after every HTTP retry
+            report.reason, report.error = BatchRetryReason.ERROR, exc
         else:
             report.fired, report.reason = True, BatchRetryReason.FIRED
         if not report.fired:
@@ -456,7 +469,14 @@ class RetryOrchestrator:
                 if waiting is not None and pages is not None and len(waiting) < pages:
                     states = await self._read_messages(waiting, batch_id, report)
                 else:
-                    states = await self._read_batch(batch_id)
+                    try:
+                        states = await self._read_batch(batch_id)
+                    except FATAL_ERRORS:
+                        raise
+                    except PostmanError as exc:
+                        report.read_errors += 1
+                        logger.warning("reading batch %s failed (%s); next poll", batch_id, exc)
+                        continue
                     sizes[batch_id] = len(states)
                     waiting = set()
                 for state in states:
@@ -501,6 +521,12 @@ class RetryOrchestrator:
                 report.missing.append(message_id)
                 if isinstance(message_ids, (list, set)):
                     message_ids.remove(message_id)
+                continue
+            except FATAL_ERRORS:
+                raise
+            except PostmanError as exc:
+                report.read_errors += 1
+                logger.warning("reading %s failed (%s); next poll", message_id, exc)
                 continue
             states.append(MessageState.of(message, batch_id))
         return states
@@ -621,7 +647,7 @@ class RetryOrchestrator:
                     round_report.batch_retries.append(batch_id)
                     continue
                 round_report.notes.append(f"batch {batch_id} not retried: {report.reason.value}")
-                if report.reason == BatchRetryReason.UNRESOLVED:
+                if report.reason in _TRY_AGAIN:  # read it again next round, then decide
                     waiting.append(batch_id)
         round_report.calls_batch_retries = calls[0]
         return fired, waiting

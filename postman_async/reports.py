@@ -232,6 +232,7 @@ class OutcomesReport:
     states: dict[str, MessageState] = attrs.field(factory=dict)
     pending: list[str] = attrs.field(factory=list)
     missing: list[str] = attrs.field(factory=list)
+    read_errors: int = 0  # reads that failed (read again at the next poll)
     calls: int = 0
     elapsed: float = 0.0
 

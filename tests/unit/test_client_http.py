@@ -397,10 +397,17 @@ async def test_unreadable_2xx_retry_is_applied_and_read_back(
     assert info.value.applied is True and len(_sent(http, "POST", MSG)) == 1
 
 
-async def test_malformed_success_body(client: pa.PostmanClient, http: aioresponses) -> None:
-    http.get(f"{MSG}/message_1", status=200, body=b'{"id": "mess')
+async def test_malformed_get_body_is_read_again(
+    client: pa.PostmanClient, http: aioresponses
+) -> None:
+    url = f"{MSG}/message_1"
+    http.get(url, status=200, body=b'{"id": "mess')
+    http.get(url, status=200, payload=MESSAGE)
+    assert (await client.get_message("message_1")).id == "message_1"
+    http.get(url, status=200, body=b"[1, 2", repeat=True)
     with pytest.raises(pa.MalformedResponseError):
         await client.get_message("message_1")
+    assert len(_sent(http, "GET", url)) == 2 + 4  # 1 + max_retries for the second call
 
 
 async def test_oversized_body_refused(sleeps: Sleeps, http: aioresponses) -> None:

@@ -1,0 +1,180 @@
+"""Fault injection: the client and orchestrator run to completion under each fault and a mix
+of them, and afterwards the report agrees with the simulator's ground truth message by message.
+
+After each scenario:
+- every distinct input ID is in the report exactly once;
+- a `retried` message had exactly one processed retry POST; a skipped one had none; an error
+  had as many as its typed error says (applied False: 0, True: 1, unknown: at most 1);
+- no message received two processed send or retry POSTs for one intended action;
+- every error is a PostmanError, and no task is left behind (unclosed sessions fail the run,
+  as warnings are errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import postman_async as pa
+from postman_async.testing import Faults, PostmanSimulator
+
+FAIL = (pa.MessageStatus.FAILURE, "delivery_error", "recipient_unavailable")
+OK = (pa.MessageStatus.SUCCESS, None, None)
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "5xx 10%": {"faults": Faults(server_error_rate=0.10)},
+    "resets 5% before, 5% after": {"faults": Faults(reset_before_rate=0.05, reset_after_rate=0.05)},
+    "20% slower than the timeout": {"faults": Faults(latency=0.25, latency_rate=0.2)},
+    "malformed JSON 10%": {"faults": Faults(malformed_json_rate=0.10)},
+    "competing client 30%": {"faults": Faults(competing_share=0.3)},
+    "restart mid-run": {"faults": Faults(), "restart": True},
+    "mix": {
+        "faults": Faults(
+            server_error_rate=0.05,
+            reset_before_rate=0.03,
+            reset_after_rate=0.03,
+            latency=0.25,
+            latency_rate=0.05,
+            malformed_json_rate=0.05,
+            competing_share=0.3,
+        ),
+        "restart": True,
+    },
+}
+
+
+async def _no_sleep(_: float) -> None:
+    await asyncio.sleep(0)
+
+
+def _check_result(sim: PostmanSimulator, result: pa.MessageResult, kind: str) -> None:
+    processed = sim.retry_posts[result.message_id] if kind != "missing" else 0
+    assert processed <= 1, result
+    allowed = {
+        "failed": {pa.Outcome.RETRIED, pa.Outcome.ERROR},
+        "delivered": {pa.Outcome.NOT_IN_FAILURE, pa.Outcome.ERROR},
+        "missing": {pa.Outcome.NOT_FOUND, pa.Outcome.ERROR},
+    }[kind]
+    assert result.outcome in allowed, result
+    if result.outcome is pa.Outcome.RETRIED:
+        assert processed == 1, result
+    elif result.outcome is pa.Outcome.ERROR:
+        assert isinstance(result.error, pa.PostmanError), result
+        if isinstance(result.error, pa.OutcomeUnknownError):
+            if result.error.applied is False:
+                assert processed == 0, result
+            elif result.error.applied is True:
+                assert processed == 1, result
+        else:
+            assert processed == 0, result
+    else:
+        assert processed == 0, result
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+async def test_retry_run_under_faults(name: str) -> None:
+    scenario = SCENARIOS[name]
+    sim = PostmanSimulator(
+        rate_limit=200.0, time_scale=100.0, seed=len(name), faults=scenario["faults"]
+    )
+    kinds = {sim.create_message(outcome=FAIL).id: "failed" for _ in range(60)}
+    kinds.update({sim.create_message(outcome=OK).id: "delivered" for _ in range(6)})
+    kinds.update({f"message_missing_{i}": "missing" for i in range(4)})
+    ids = list(kinds) + list(kinds)[:10]  # with duplicates
+    async with (
+        sim,
+        pa.PostmanClient(
+            api_key=sim.api_key,
+            campaign_id=sim.campaign_id,
+            base_url=sim.base_url,
+            rate_limit=200.0,
+            timeout=0.15,
+            sleep=_no_sleep,
+        ) as client,
+    ):
+        run = asyncio.ensure_future(pa.RetryOrchestrator(client, concurrency=8).retry_messages(ids))
+        sends = asyncio.ensure_future(_sends(client, 15))
+        if scenario.get("restart"):
+            await asyncio.sleep(0.15)
+            await sim.restart(downtime=0.1)
+        report = await run
+        outcomes = await sends
+    assert report.finished and len(report) == len(kinds) and report.duplicates == 10
+    assert {r.message_id for r in report} == set(kinds)
+    for result in report:
+        _check_result(sim, result, kinds[result.message_id])
+    # Sends: each call either returned the one message it created or raised a typed error;
+    # nothing was sent twice.
+    created = [o for o in outcomes if isinstance(o, pa.Message)]
+    assert all(sim.send_posts[m.id] == 1 for m in created)
+    assert all(isinstance(o, (pa.Message, pa.PostmanError)) for o in outcomes)
+    assert sum(sim.send_posts.values()) <= 15
+    assert sum(sim.send_posts.values()) >= len(created)
+    _no_leftover_tasks()
+
+
+async def _sends(client: pa.PostmanClient, count: int) -> list[object]:
+    results: list[object] = []
+    for index in range(count):
+        try:
+            results.append(await client.send_message(f"659{index:07d}", "english", {"body": "x"}))
+        except pa.PostmanError as exc:
+            results.append(exc)
+    return results
+
+
+def _no_leftover_tasks() -> None:
+    current = asyncio.current_task()
+    leftovers = [
+        t
+        for t in asyncio.all_tasks()
+        if t is not current and "RequestHandler" not in t.get_coro().__qualname__
+    ]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+async def test_settle_under_a_mix_of_faults_matches_ground_truth(seed: int) -> None:
+    faults = Faults(
+        server_error_rate=0.05,
+        reset_before_rate=0.03,
+        reset_after_rate=0.03,
+        malformed_json_rate=0.05,
+        competing_share=0.3,
+    )
+    sim = PostmanSimulator(
+        rate_limit=200.0, time_scale=100.0, failure_rate=0.2, seed=seed, faults=Faults()
+    )
+    async with (
+        sim,
+        pa.PostmanClient(
+            api_key=sim.api_key,
+            campaign_id=sim.campaign_id,
+            base_url=sim.base_url,
+            rate_limit=200.0,
+            timeout=0.5,
+            sleep=_no_sleep,
+        ) as client,
+    ):
+        rows = [
+            {"recipient": f"6591{i:06d}", "language": "english", "body": "x"} for i in range(300)
+        ]
+        batch_id = (await client.send_batch(rows)).batch_id
+        sim.faults = faults
+        for limiter in sim._limiters.values():
+            limiter.competing_share = faults.competing_share
+        orchestrator = pa.RetryOrchestrator(client, poll_interval=0.03, max_poll_interval=0.2)
+        settle = await orchestrator.retry_until_settled(batch_ids=[batch_id], timeout=60)
+    assert len(settle.states) == 300 and settle.unsettled == []
+    for message_id, state in settle.states.items():
+        message = sim.messages[message_id]
+        assert state.status is sim.message_status(message_id)
+        assert len(message.attempts) <= 3
+        if state.status is pa.MessageStatus.FAILURE:
+            assert len(message.attempts) == 3, message_id  # failed for good: out of attempts
+    assert settle.delivered == sum(
+        sim.message_status(i) is pa.MessageStatus.SUCCESS for i in settle.states
+    )
+    _no_leftover_tasks()

@@ -131,7 +131,6 @@ class HttpSession:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
-        self._api_key = api_key
         self._base_url = str(base_url).rstrip("/")
         self.limiter = limiter
         self.retry_budget = retry_budget
@@ -148,6 +147,12 @@ class HttpSession:
         self._rng = rng or random.Random()
         self._closed = False
         self.calls = 0  # HTTP attempts made (tokens spent)
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Accept": "application/json",
+            "User-Agent": f"postman-async/{__version__}",
+        }
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
 
     def __repr__(self) -> str:
         return f"<HttpSession {self._base_url}>"
@@ -284,16 +289,11 @@ class HttpSession:
 
     async def _perform(self, request: Request) -> tuple[int, CIMultiDictProxy[str], bytes]:
         http = self._http()
-        headers = {
-            "Authorization": f"Bearer {self._api_key}",
-            "Accept": "application/json",
-            "User-Agent": f"postman-async/{__version__}",
-        }
         kwargs: dict[str, Any] = {
-            "headers": headers,
+            "headers": self._headers,
             "params": list(request.params) or None,
             "allow_redirects": False,
-            "timeout": aiohttp.ClientTimeout(total=self.timeout),
+            "timeout": self._timeout,
         }
         if request.json_body is not None:
             kwargs["json"] = request.json_body
@@ -320,8 +320,11 @@ class HttpSession:
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
         limit = self.max_response_bytes
-        if response.content_length is not None and response.content_length > limit:
-            raise MalformedResponseError(f"response of {response.content_length} bytes refused")
+        declared = response.content_length
+        if declared is not None:
+            if declared > limit:
+                raise MalformedResponseError(f"response of {declared} bytes refused")
+            return await response.read()  # bounded by the declared length
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(65536):

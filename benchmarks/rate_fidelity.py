@@ -19,6 +19,7 @@ from ._common import table
 
 
 async def run(seconds: float = 30.0, rate: float = 10.0, workers: int = 50) -> dict[str, Any]:
+    """Figures; ``result["times"]`` holds the server-side arrival times (for the rate plot)."""
     async with PostmanSimulator(rate_limit=rate) as sim:
         async with PostmanClient(
             api_key=sim.api_key,
@@ -44,8 +45,8 @@ async def run(seconds: float = 30.0, rate: float = 10.0, workers: int = 50) -> d
         "throttled_429": stats.throttled,
     }
     print(f"rate fidelity at {rate:g}/s, {workers} callers, {seconds:g} s")
-    print(table(list(result.items())))
-    return result
+    print(table(list(result.items())), flush=True)
+    return {**result, "times": [t - times[0] for t in times]}
 
 
 def main() -> None:

@@ -189,6 +189,11 @@ class RetryBudgetExhaustedError(PostmanError):
         super().__init__(description)
 
 
+class RateLimiterUnavailableError(PostmanError):
+    """The shared rate limiter (Redis) cannot be reached and no fallback is configured: the
+    call was not sent, so the campaign's budget is never exceeded silently."""
+
+
 _ERRORS_BY_CODE: dict[str, type[APIError]] = {
     "parameter_invalid": ParameterInvalidError,
     "message_not_found_or_retry_message_not_in_failure_status": MessageNotRetryableError,

@@ -46,6 +46,7 @@ from .errors import (
     OutcomeUnknownError,
     PermissionDeniedError,
     PostmanError,
+    RateLimiterUnavailableError,
     RetryBudgetExhaustedError,
     TooManyAttemptsError,
     UnresolvedBatchMessagesError,
@@ -75,6 +76,7 @@ FATAL_ERRORS = (
     IpNotAllowedError,
     PermissionDeniedError,
     RetryBudgetExhaustedError,
+    RateLimiterUnavailableError,
 )
 ProgressCallback = Callable[[RetryReport], None]
 #: Batch-retry outcomes that may change by the next round.

@@ -150,7 +150,11 @@ class RateLimiter:
         self.throttles += 1
         self._fraction = max(self.min_fraction, self._fraction_at(now) / 2)
         self._penalized_at = now
-        self._blocked_until = max(self._blocked_until, now + max(0.0, delay))
+        self.pause(delay)
+
+    def pause(self, delay: float) -> None:
+        """Grant nothing for ``delay`` seconds (without slowing down afterwards)."""
+        self._blocked_until = max(self._blocked_until, self._clock() + max(0.0, delay))
 
 
 _shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, RateLimiter]] = (

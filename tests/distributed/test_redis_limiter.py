@@ -1,0 +1,185 @@
+"""RedisRateLimiter against a real redis-server: one budget for many processes."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+
+from postman_async import Priority, RateLimiterUnavailableError
+from postman_async.ratelimit_redis import RedisRateLimiter
+from postman_async.testing import PostmanSimulator
+from postman_async.testing.process import free_port
+from postman_async.testing.server_limits import max_in_window
+
+from . import _worker
+from .conftest import RedisServer
+
+
+async def _grants(
+    limiters: list[RedisRateLimiter],
+    seconds: float,
+    per_limiter: int,
+    priority: Priority = Priority.HIGH,
+) -> list[float]:
+    times: list[float] = []
+    deadline = time.monotonic() + seconds
+
+    async def worker(limiter: RedisRateLimiter) -> None:
+        while time.monotonic() < deadline:
+            await limiter.acquire(priority)
+            times.append(time.monotonic())
+
+    await asyncio.gather(*(worker(lim) for lim in limiters for _ in range(per_limiter)))
+    return sorted(times)
+
+
+async def test_many_limiters_share_one_budget(redis_server: RedisServer) -> None:
+    limiters = [RedisRateLimiter(redis_server.url, campaign_id="c1", rate=50) for _ in range(4)]
+    try:
+        times = await _grants(limiters, 2.0, 5)
+        bulk = await _grants(limiters, 1.0, 3, Priority.BULK)
+    finally:
+        for limiter in limiters:
+            await limiter.aclose()
+    assert max_in_window(times) <= 50 and max_in_window(bulk) <= 50
+    achieved = (len(times) - 1) / (times[-1] - times[0])
+    assert achieved >= 0.95 * 50, achieved
+    assert all(lim.grants > 0 for lim in limiters)  # every process got a share
+    assert max(max(lim.redis_latencies) for lim in limiters) < 0.5
+
+
+async def test_urgent_call_from_another_process_goes_first(redis_server: RedisServer) -> None:
+    bulk = RedisRateLimiter(redis_server.url, campaign_id="c2", rate=20)
+    urgent = RedisRateLimiter(redis_server.url, campaign_id="c2", rate=20)
+    waits: list[float] = []
+    try:
+        stop = time.monotonic() + 2.5
+
+        async def bulk_worker() -> None:
+            while time.monotonic() < stop:
+                await bulk.acquire(Priority.BULK)
+
+        async def probe() -> None:
+            await asyncio.sleep(0.5)
+            for _ in range(6):
+                asked = time.monotonic()
+                await urgent.acquire(Priority.HIGH)
+                waits.append(time.monotonic() - asked)
+                await asyncio.sleep(0.23)
+
+        await asyncio.gather(*(bulk_worker() for _ in range(10)), probe())
+    finally:
+        await bulk.aclose()
+        await urgent.aclose()
+    # One interval is ~50 ms; behind ten queued bulk calls it would be ~500 ms.
+    assert max(waits) <= 0.15, waits
+
+
+async def test_a_429_in_one_process_slows_all(redis_server: RedisServer) -> None:
+    first = RedisRateLimiter(redis_server.url, campaign_id="c3", rate=100)
+    second = RedisRateLimiter(redis_server.url, campaign_id="c3", rate=100)
+    try:
+        await second.acquire()
+        await first.penalize(0.5)
+        started = time.monotonic()
+        await second.acquire()
+        assert time.monotonic() - started >= 0.45  # paused by the other process's 429
+        times = await _grants([second], 0.6, 3)
+        assert (len(times) - 1) / (times[-1] - times[0]) < 60  # rate halved, recovering
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_unreachable_redis_is_a_typed_error() -> None:
+    limiter = RedisRateLimiter(f"redis://127.0.0.1:{free_port()}/0", campaign_id="c4")
+    with pytest.raises(RateLimiterUnavailableError):
+        await limiter.acquire()
+    await limiter.aclose()
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+async def test_redis_restart_mid_run(redis_server: RedisServer, fallback: bool) -> None:
+    rate = 40.0
+    limiters = [
+        RedisRateLimiter(
+            redis_server.url,
+            campaign_id="c5",
+            rate=rate,
+            fallback_rate=rate / 2 if fallback else None,
+            retry_interval=0.2,
+        )
+        for _ in range(2)
+    ]
+    times: list[float] = []
+    errors = 0
+    stop = time.monotonic() + 4.5
+
+    async def worker(limiter: RedisRateLimiter) -> None:
+        nonlocal errors
+        while time.monotonic() < stop:
+            try:
+                await limiter.acquire()
+                times.append(time.monotonic())
+            except RateLimiterUnavailableError:
+                errors += 1
+                await asyncio.sleep(0.05)
+
+    async def outage() -> None:
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(redis_server.stop)
+        await asyncio.sleep(0.8)
+        await asyncio.to_thread(redis_server.start)
+
+    try:
+        await asyncio.gather(*(worker(lim) for lim in limiters for _ in range(3)), outage())
+    finally:
+        for limiter in limiters:
+            await limiter.aclose()
+    times.sort()
+    assert max_in_window(times) <= rate
+    # Each switch waits out one window (1 s); then shared limiting runs at the full rate.
+    last_second = [t for t in times if t > stop - 1.0]
+    assert len(last_second) >= 0.8 * rate
+    if fallback:
+        assert errors == 0 and sum(lim.fallback_grants for lim in limiters) > 0
+    else:
+        assert errors > 0 and sum(lim.fallback_grants for lim in limiters) == 0
+
+
+async def test_four_processes_one_campaign_against_the_simulator(
+    redis_server: RedisServer,
+) -> None:
+    rate, seconds = 40.0, 4.0
+    async with PostmanSimulator(rate_limit=rate) as sim:
+        start_at = time.time() + 2.0  # after the workers have started up
+        context = multiprocessing.get_context("spawn")
+        loop = asyncio.get_running_loop()
+        with ProcessPoolExecutor(max_workers=4, mp_context=context) as pool:
+            futures = [
+                loop.run_in_executor(
+                    pool,
+                    _worker.run,
+                    redis_server.url,
+                    sim.base_url,
+                    sim.campaign_id,
+                    sim.api_key,
+                    rate,
+                    start_at,
+                    seconds,
+                    index % 2 == 1,
+                )
+                for index in range(4)
+            ]
+            calls = await asyncio.gather(*futures)
+        stats = sim.stats()
+        times = sorted(sim.request_times())
+    assert all(c > 0 for c in calls) and sum(calls) == stats.requests
+    assert stats.throttled == 0
+    assert stats.max_per_second <= rate
+    achieved = (len(times) - 1) / (times[-1] - times[0])
+    assert achieved >= 0.95 * rate, achieved

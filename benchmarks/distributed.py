@@ -13,7 +13,6 @@ import multiprocessing
 import shutil
 import socket
 import statistics
-import subprocess
 import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -72,9 +71,17 @@ async def run(seconds: float = 30.0, processes: int = 4, rate: float = 10.0) -> 
     if binary is None:
         raise RuntimeError("needs redis-server (apt-get install redis-server)")
     port = free_port()
-    redis = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
+    redis = await asyncio.create_subprocess_exec(
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        stdout=asyncio.subprocess.DEVNULL,
     )
     try:
         for _ in range(200):
@@ -108,7 +115,7 @@ async def run(seconds: float = 30.0, processes: int = 4, rate: float = 10.0) -> 
             times = sim.request_times()
     finally:
         redis.terminate()
-        redis.wait(timeout=10)
+        await redis.wait()
     latencies = sorted(x for _, lat in outcomes for x in lat)
     result = {
         "processes": processes,

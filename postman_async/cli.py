@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 from . import errors
@@ -194,6 +195,29 @@ def _read_lines(path: str) -> list[str]:
 def _write_lines(path: str, lines: Sequence[str]) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         handle.writelines(f"{line}\n" for line in lines)
+
+
+@contextlib.contextmanager
+def _log_to(status: list[str], refresh: Callable[[], None]) -> Iterator[None]:
+    """Show the orchestrator's round-by-round log lines as the live status line."""
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.INFO and "round" in record.getMessage():
+                status[0] = record.getMessage()
+                refresh()
+
+    handler = Handler()
+    logger = logging.getLogger("postman_async")
+    previous = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
 
 
 def _retry_summary(out: Output, report: RetryReport) -> None:
@@ -390,9 +414,11 @@ async def cmd_settle(args: argparse.Namespace, out: Output) -> int:
     if not ids and not args.batch:
         raise CliError("give message IDs, --ids-file or --batch")
     async with _client(args) as client:
-        settle = await RetryOrchestrator(client).retry_until_settled(
-            ids, batch_ids=args.batch, timeout=args.timeout_total
-        )
+        status = ["settling: reading state"]
+        with out.live(lambda: status[0]) as refresh, _log_to(status, refresh):
+            settle = await RetryOrchestrator(client).retry_until_settled(
+                ids, batch_ids=args.batch, timeout=args.timeout_total
+            )
     if out.as_json:
         out.json(
             {

@@ -51,13 +51,6 @@ class Request:
         """GETs may be re-sent freely; send and retry POSTs have no idempotency key."""
         return self.method == "GET"
 
-    @property
-    def route(self) -> str:
-        """The path with IDs replaced by placeholders, for logs and metrics."""
-        parts = self.path.split("/")
-        names = {1: "{campaignId}", 3: "{id}"}
-        return "/".join(names.get(i, p) for i, p in enumerate(parts))
-
 
 def _segment(kind: str, value: object) -> str:
     return quote(validate_id(kind, value), safe="")

@@ -45,6 +45,11 @@ from .state import (
 
 API_PREFIX = "/api/v2"
 MAX_CSV_BYTES = 40 * 1024 * 1024
+MAX_BODY_CHARS = 1000  # excluding header and footer (reference §6.8)
+MAX_FULL_MESSAGE_CHARS = 1530
+_NRIC = re.compile(r"[STFGM][0-9]{7}[A-Z]")
+# Not rejected by the real API as far as documented; rejected in strict mode (§6.8).
+_UNSUPPORTED = re.compile(r"[|^€{}\[~\]\\]|[\U0001F000-\U0001FAFF\u2600-\u27BF]")
 _RECIPIENT = re.compile(r"[1-9][0-9]{7,14}")
 _BEARER = re.compile(r"Bearer ([\x21-\x7e]+)")
 
@@ -98,6 +103,7 @@ class PostmanSimulator:
         max_attempts: int = 3,
         max_csv_bytes: int = MAX_CSV_BYTES,
         max_batch_rows: int | None = None,
+        strict_characters: bool = False,
         batch_enqueue_delay: float = 0.5,
         invalid_key_envelope: bool = True,
         ip_error: tuple[int, str] = (400, "invalid_ip_address_used"),
@@ -122,6 +128,7 @@ class PostmanSimulator:
         self.max_attempts = max_attempts
         self.max_csv_bytes = max_csv_bytes
         self.max_batch_rows = max_batch_rows
+        self.strict_characters = strict_characters
         self.batch_enqueue_delay = batch_enqueue_delay
         self.invalid_key_envelope = invalid_key_envelope
         self.ip_error = ip_error
@@ -595,6 +602,12 @@ class PostmanSimulator:
         self, campaign: Campaign, recipient: object, language: object, values: object
     ) -> tuple[str, str, dict[str, str]] | str:
         """(recipient, language, values), or the reason they are invalid."""
+        if isinstance(recipient, str) and campaign.nric_phones is not None:
+            nric = recipient.strip().upper()
+            if _NRIC.fullmatch(nric):
+                if nric not in campaign.nric_phones:
+                    return "No phone number is registered for this NRIC."
+                recipient = campaign.nric_phones[nric]
         if not isinstance(recipient, str) or not _valid_recipient(recipient.strip()):
             return "Invalid recipient, ensure it is a valid normalized phone number, eg 6591112222."
         if not isinstance(language, str) or language.lower() not in campaign.languages:
@@ -615,6 +628,13 @@ class PostmanSimulator:
         for key, value in values.items():
             if not isinstance(value, str) or not value.strip():
                 return f"Template variable {key} must be a non-empty string"
+        body = campaign.body(lang, values)
+        if len(body) > MAX_BODY_CHARS:
+            return f"Message body is {len(body)} characters; the limit is {MAX_BODY_CHARS}"
+        if len(campaign.render(lang, values)) > MAX_FULL_MESSAGE_CHARS:
+            return f"The full message exceeds {MAX_FULL_MESSAGE_CHARS} characters"
+        if self.strict_characters and (bad := _UNSUPPORTED.findall(body)):
+            return f"Unsupported character(s): {' '.join(sorted(set(bad)))}"
         return recipient.strip(), lang, dict(values)
 
     # -- endpoints -------------------------------------------------------------------------

@@ -61,6 +61,8 @@ class Campaign:
     footers: Mapping[str, str] = DEFAULT_FOOTERS
     allowed_ips: tuple[str, ...] | None = None
     test_environment: bool = False
+    #: Legacy NRIC recipients (reference §6.7): NRIC -> phone number; None: not enabled.
+    nric_phones: Mapping[str, str] | None = None
     creator_id: str = "user_00000000-0000-4000-8000-000000000001"
 
     def __attrs_post_init__(self) -> None:
@@ -81,8 +83,11 @@ class Campaign:
     def template_body_id(self, language: str) -> str:
         return f"templatebody_{self.id.removeprefix('campaign_')}_{language}"
 
+    def body(self, language: str, values: Mapping[str, str]) -> str:
+        return _VARIABLE.sub(lambda m: values.get(m.group(1), ""), self.templates[language])
+
     def render(self, language: str, values: Mapping[str, str]) -> str:
-        body = _VARIABLE.sub(lambda m: values.get(m.group(1), ""), self.templates[language])
+        body = self.body(language, values)
         footer = self.footers.get(language, DEFAULT_FOOTERS["english"])
         text = f"{self.header}\n\n---\n\n{body}\n\n---\n\n{footer}"
         return TEST_PREFIX + text if self.test_environment else text

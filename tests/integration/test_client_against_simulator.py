@@ -338,3 +338,27 @@ async def test_client_at_full_speed_gets_no_429(make_sim) -> None:
     assert stats.throttled == 0
     assert stats.max_per_second <= 100
     assert stats.requests >= 0.95 * 100 * 2.5 - 5
+
+
+async def test_body_limits_strict_characters_and_nric(make_sim) -> None:
+    nric = Campaign(
+        id="campaign_nric", api_keys=("key_test_nric",), nric_phones={"S1234567D": "6591234567"}
+    )
+    sim = await make_sim(campaigns=[nric], strict_characters=True)
+    async with client_for(sim) as client:
+        with pytest.raises(pa.ParameterInvalidError, match="limit is 1000"):
+            await client.send_message("6591234567", "english", {"body": "x" * 1001})
+        with pytest.raises(pa.ParameterInvalidError, match="Unsupported"):
+            await client.send_message("6591234567", "english", {"body": "hi 😀 [x]"})
+        assert (await client.send_message("6591234567", "english", {"body": "x" * 1000})).id
+    headers = {"Authorization": "Bearer key_test_nric"}
+    url = f"{sim.base_url}/campaigns/campaign_nric/messages"
+    async with aiohttp.ClientSession(headers=headers) as raw:
+        body = {"language": "english", "values": {"body": "hi"}}
+        async with raw.post(url, json={**body, "recipient": "S1234567D"}) as resp:
+            assert resp.status == 201 and (await resp.json())["recipient"] == "6591234567"
+        async with raw.post(url, json={**body, "recipient": "T7654321A"}) as resp:
+            assert resp.status == 400
+    lenient = await make_sim()
+    async with client_for(lenient) as client:
+        assert (await client.send_message("6591234567", "english", {"body": "hi 😀 [x]"})).id

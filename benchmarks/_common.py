@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import platform
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import aiohttp
 
@@ -25,19 +25,15 @@ def simulator_process(*args: str) -> Iterator[tuple[str, str, str]]:
         yield sim.base_url, sim.campaign_id, sim.api_key
 
 
-async def wait_until_up(url: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while True:
-            try:
-                async with session.get(url):
-                    return
-            except aiohttp.ClientError:
-                if time.monotonic() > deadline:
-                    raise
-                await __import__("asyncio").sleep(0.05)
-
-
 def table(rows: list[tuple[str, object]]) -> str:
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+async def sim_stats(base_url: str, campaign: str, *, times: bool = False) -> dict[str, Any]:
+    """The standalone simulator's ground truth (its /__simulator__/stats endpoint)."""
+    url = base_url.replace("/api/v2", "/__simulator__/stats")
+    params = {"campaign": campaign, **({"times": "1"} if times else {})}
+    async with aiohttp.ClientSession() as session, session.get(url, params=params) as resp:
+        data: dict[str, Any] = await resp.json()
+        return data

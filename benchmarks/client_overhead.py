@@ -18,7 +18,7 @@ import aiohttp
 
 from postman_async import PostmanClient
 
-from ._common import simulator_process, table, wait_until_up
+from ._common import simulator_process, table
 
 
 async def _measure(label: str, call: Any, requests: int, workers: int) -> float:
@@ -42,7 +42,6 @@ async def run(requests: int = 5000, workers: int = 20) -> dict[str, Any]:
         key,
     ):
         url = f"{base}/campaigns/{campaign}/messages"
-        await wait_until_up(url)
         headers = {"Authorization": f"Bearer {key}"}
         async with aiohttp.ClientSession(headers=headers) as session:
             async with session.get(url, params={"limit": "1"}) as resp:

@@ -25,54 +25,55 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from postman_async import MessageStatus, Outcome, PostmanClient, RetryOrchestrator
-from postman_async.testing import PostmanSimulator
+from postman_async import Outcome, PostmanClient, RetryOrchestrator
 
-from ._common import simulator_process, table, wait_until_up
-
-FAILED = (MessageStatus.FAILURE, "delivery_error", "recipient_unavailable")
+from ._common import sim_stats, simulator_process, table
 
 
 async def real_rate(messages: int = 1000) -> dict[str, Any]:
-    """(a): the bulk run alone at the real 10/s."""
-    async with PostmanSimulator(rate_limit=10.0) as sim:
-        ids = [sim.create_message(outcome=FAILED).id for _ in range(messages)]
-        async with PostmanClient(
-            api_key=sim.api_key, campaign_id=sim.campaign_id, base_url=sim.base_url
-        ) as client:
-            report = await RetryOrchestrator(client).retry_messages(ids)
-        stats = sim.stats()
+    """(a): the bulk run alone at the real 10/s (the simulator in its own process)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ids_file = os.path.join(tmp, "ids.txt")
+        with simulator_process(
+            "--rate-limit", "10", "--failed-messages", str(messages), "--ids-out", ids_file
+        ) as (base, campaign, key):
+            async with PostmanClient(api_key=key, campaign_id=campaign, base_url=base) as client:
+                report = await RetryOrchestrator(client).retry_messages(_ids(ids_file))
+            stats = await sim_stats(base, campaign)
     return {
         "messages": messages,
         "retried": report.counts[Outcome.RETRIED],
         "elapsed_s": round(report.elapsed, 2),
         "floor_s": round((messages - 1) / 10.0, 1),
         "calls_per_message": round(report.calls / messages, 4),
-        "max_in_sliding_second": stats.max_per_second,
-        "throttled_429": stats.throttled,
+        "max_in_sliding_second": stats["maxPerSecond"],
+        "throttled_429": stats["throttled"],
     }
 
 
 async def urgent_latency(messages: int = 400, every: float = 1.0) -> dict[str, Any]:
-    """(c): an urgent call (default HIGH lane) once a second while a bulk run saturates the
-    budget; its latency end to end (token wait + loopback request)."""
-    async with PostmanSimulator(rate_limit=10.0) as sim:
-        ids = [sim.create_message(outcome=FAILED).id for _ in range(messages)]
-        async with PostmanClient(
-            api_key=sim.api_key, campaign_id=sim.campaign_id, base_url=sim.base_url
-        ) as client:
-            run = asyncio.ensure_future(RetryOrchestrator(client).retry_messages(ids))
-            latencies: list[float] = []
-            rng = random.Random(0)
-            await asyncio.sleep(2.0)  # let the bulk run saturate the budget first
-            while not run.done():
-                started = time.monotonic()
-                await client.send_message("6591234567", "english", {"body": "OTP 123456"})
-                latencies.append(time.monotonic() - started)
-                # Random spacing: a fixed 1 s would phase-lock with the 100.5 ms slots.
-                await asyncio.sleep(rng.uniform(0.5, 1.5) * every)
-            report = await run
-        stats = sim.stats()
+    """(c): an urgent call (default HIGH lane) about once a second while a bulk run saturates
+    the budget; its latency end to end (token wait + loopback request)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ids_file = os.path.join(tmp, "ids.txt")
+        with simulator_process(
+            "--rate-limit", "10", "--failed-messages", str(messages), "--ids-out", ids_file
+        ) as (base, campaign, key):
+            async with PostmanClient(api_key=key, campaign_id=campaign, base_url=base) as client:
+                run = asyncio.ensure_future(
+                    RetryOrchestrator(client).retry_messages(_ids(ids_file))
+                )
+                latencies: list[float] = []
+                rng = random.Random(0)
+                await asyncio.sleep(2.0)  # let the bulk run saturate the budget first
+                while not run.done():
+                    started = time.monotonic()
+                    await client.send_message("6591234567", "english", {"body": "OTP 123456"})
+                    latencies.append(time.monotonic() - started)
+                    # Random spacing: a fixed 1 s would phase-lock with the 101 ms slots.
+                    await asyncio.sleep(rng.uniform(0.5, 1.5) * every)
+                report = await run
+            stats = await sim_stats(base, campaign)
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     return {
@@ -82,8 +83,8 @@ async def urgent_latency(messages: int = 400, every: float = 1.0) -> dict[str, A
         "urgent_median_ms": round(statistics.median(latencies) * 1000, 1),
         "urgent_p99_ms": round(p99 * 1000, 1),
         "urgent_max_ms": round(latencies[-1] * 1000, 1),
-        "max_in_sliding_second": stats.max_per_second,
-        "throttled_429": stats.throttled,
+        "max_in_sliding_second": stats["maxPerSecond"],
+        "throttled_429": stats["throttled"],
     }
 
 
@@ -106,7 +107,6 @@ async def many_ids(count: int = 100_000) -> dict[str, Any]:
             async with PostmanClient(
                 api_key=key, campaign_id=campaign, base_url=base, rate_limit=1_000_000
             ) as client:
-                await wait_until_up(f"{base}/campaigns/{campaign}/messages")
                 await client.get_message(next(_ids(ids_file)))  # warm the connection pool
                 gc.collect()
                 rss_before = _rss_mb()

@@ -1,6 +1,6 @@
 """Rate fidelity: the client at its default 10/s against the simulator's strict sliding-window
-limiter, driven by 50 concurrent callers. Targets: max <= 10 in any sliding second,
-achieved >= 9.8/s, zero 429s.
+limiter (in its own process, as a real server is), driven by 50 concurrent callers.
+Targets: max <= 10 in any sliding second, achieved >= 9.8/s, zero 429s.
 
     python -m benchmarks.rate_fidelity --seconds 30
 """
@@ -13,38 +13,38 @@ import time
 from typing import Any
 
 from postman_async import PostmanClient
-from postman_async.testing import PostmanSimulator
 
-from ._common import table
+from ._common import sim_stats, simulator_process, table
 
 
 async def run(seconds: float = 30.0, rate: float = 10.0, workers: int = 50) -> dict[str, Any]:
     """Figures; ``result["times"]`` holds the server-side arrival times (for the rate plot)."""
-    async with PostmanSimulator(rate_limit=rate) as sim:
+    with simulator_process("--rate-limit", str(rate)) as (base, campaign, key):
         async with PostmanClient(
-            api_key=sim.api_key,
-            campaign_id=sim.campaign_id,
-            base_url=sim.base_url,
-            rate_limit=rate,
+            api_key=key, campaign_id=campaign, base_url=base, rate_limit=rate
         ) as client:
-            deadline = time.monotonic() + seconds
+            started = time.monotonic()
+            deadline = started + seconds
 
             async def caller() -> None:
                 while time.monotonic() < deadline:
                     await client.list_messages(page_size=1).fetch()
 
             await asyncio.gather(*(caller() for _ in range(workers)))
-        times = sim.request_times()
-        stats = sim.stats()
+        stats = await sim_stats(base, campaign, times=True)
+    times = stats["times"]
     achieved = (len(times) - 1) / (times[-1] - times[0])
     result = {
-        "requests": stats.requests,
+        "requests": len(times),
         "seconds": round(times[-1] - times[0], 2),
         "achieved_rate": round(achieved, 3),
-        "max_in_sliding_second": stats.max_per_second,
-        "throttled_429": stats.throttled,
+        "max_in_sliding_second": stats["maxPerSecond"],
+        "throttled_429": stats["throttled"],
     }
-    print(f"rate fidelity at {rate:g}/s, {workers} callers, {seconds:g} s")
+    print(
+        f"rate fidelity at {rate:g}/s, {workers} callers, {seconds:g} s, simulator in its "
+        "own process"
+    )
     print(table(list(result.items())), flush=True)
     return {**result, "times": [t - times[0] for t in times]}
 

@@ -14,13 +14,12 @@ from typing import Any
 
 import aiohttp
 
-from ._common import simulator_process, table, wait_until_up
+from ._common import simulator_process, table
 
 
 async def _load(base: str, campaign: str, key: str, seconds: float, workers: int) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {key}"}
     url = f"{base}/campaigns/{campaign}/messages"
-    await wait_until_up(url)
     counts = {"sends": 0, "gets": 0, "errors": 0}
     connector = aiohttp.TCPConnector(limit=workers)
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:

@@ -19,7 +19,7 @@ from typing import Any
 
 from postman_async import PostmanClient, RetryOrchestrator
 
-from ._common import simulator_process, table, wait_until_up
+from ._common import simulator_process, table
 
 
 def rss_mb() -> float:
@@ -48,7 +48,6 @@ async def run(minutes: float = 10.0, interval: float = 60.0) -> dict[str, Any]:
             "--ids-out",
             ids_file,
         ) as (base, campaign, key):
-            await wait_until_up(f"{base}/campaigns/{campaign}/messages")
             text = await asyncio.to_thread(Path(ids_file).read_text, encoding="utf-8")
             ids = text.split()
             async with PostmanClient(

@@ -44,6 +44,7 @@ from .state import (
 )
 
 API_PREFIX = "/api/v2"
+ADMIN_PREFIX = "/__simulator__"
 MAX_CSV_BYTES = 40 * 1024 * 1024
 MAX_BODY_CHARS = 1000  # excluding header and footer (reference §6.8)
 MAX_FULL_MESSAGE_CHARS = 1530
@@ -514,10 +515,30 @@ class PostmanSimulator:
         app.router.add_post(p + "/batch/messages", self._send_batch)
         app.router.add_post(p + "/batch/{batch_id}/retry", self._retry_batch)
         app.router.add_get(p + "/batch/{batch_id}/messages", self._list_batch)
+        app.router.add_get(ADMIN_PREFIX + "/stats", self._admin_stats)
         return app
+
+    async def _admin_stats(self, request: web.Request) -> web.Response:
+        """Ground truth for tests and benchmarks that run the simulator in another process
+        (no auth, no rate limit: the simulator only listens on loopback by default)."""
+        campaign_id = request.query.get("campaign", self.campaign_id)
+        stats = self.stats(campaign_id)
+        body: dict[str, Any] = {
+            "requests": stats.requests,
+            "throttled": stats.throttled,
+            "maxPerSecond": stats.max_per_second,
+            "byRoute": dict(stats.by_route),
+            "retryPosts": sum(self.retry_posts.values()),
+            "maxRetryPostsPerMessage": max(self.retry_posts.values(), default=0),
+        }
+        if request.query.get("times"):
+            body["times"] = self.request_times(campaign_id)
+        return web.json_response(body)
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(ADMIN_PREFIX):
+            return await handler(request)
         record = RequestRecord(self._clock(), None, request.method, "?", 0)
         self.request_log.append(record)
         resource = request.match_info.route.resource

@@ -1,8 +1,10 @@
 """Run every benchmark, print one table, write benchmarks/results.json and draw
 benchmarks/rate.png (calls per second over time at the real 10/s limit).
 
-    python -m benchmarks            # full forms (about 6 minutes)
-    python -m benchmarks --quick    # short forms (about 2 minutes)
+    python -m benchmarks                # full forms (about 8 minutes)
+    python -m benchmarks --quick        # short forms (about 3 minutes)
+    python -m benchmarks --only soak    # re-run one part, update results.json
+    python -m benchmarks --table        # the table and plot from results.json
 """
 
 from __future__ import annotations
@@ -157,7 +159,7 @@ def plot(times: list[float], limit: float, path: Path) -> None:
     ax.set_ylabel("calls")
     ax.set_ylim(0, limit * 1.5)
     ax.set_title("postman_async client at the real 10/s limit, as the server saw it")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper right", fontsize=8, ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -186,25 +188,45 @@ async def run_all(quick: bool) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--only",
+        choices=["rate_fidelity", "soak", "distributed"],
+        help="re-run one part and update results.json",
+    )
+    parser.add_argument(
+        "--table",
+        action="store_true",
+        help="print the table and draw the plot from results.json only",
+    )
     args = parser.parse_args()
     started = time.monotonic()
-    results = asyncio.run(run_all(args.quick))
-    times = results["rate_fidelity"].pop("times")
-    plot(times, 10.0, HERE / "rate.png")
+    path = HERE / "results.json"
+    if args.table or args.only:
+        saved = json.loads(path.read_text())
+        results, quick = saved["results"], saved["quick"]
+        if args.only == "soak":
+            results["soak"] = asyncio.run(soak.run(0.5 if quick else 2.0, 10.0 if quick else 30.0))
+        elif args.only == "rate_fidelity":
+            results["rate_fidelity"] = asyncio.run(rate_fidelity.run(10.0 if quick else 30.0))
+        elif args.only == "distributed":
+            results["distributed"] = asyncio.run(_distributed(quick))
+    else:
+        results, quick = asyncio.run(run_all(args.quick)), args.quick
+    plot(results["rate_fidelity"]["times"], 10.0, HERE / "rate.png")
     rows = _rows(results)
-    print(f"\nall benchmarks ({'quick' if args.quick else 'full'} forms) on {machine()}")
+    print(f"\nall benchmarks ({'quick' if quick else 'full'} forms) on {machine()}")
     width = max(len(r[0]) + len(r[1]) for r in rows) + 3
     for name, metric, value, target, ok in rows:
         mark = "" if ok is None else ("ok" if ok else "MISSED")
         print(f"  {name + ': ' + metric:<{width}} {value!s:<16} {target:<10} {mark}")
     out = {
         "machine": machine(),
-        "quick": args.quick,
+        "quick": quick,
         "seconds": round(time.monotonic() - started),
         "results": results,
     }
-    (HERE / "results.json").write_text(json.dumps(out, indent=1, default=str))
-    print(f"wrote {HERE / 'results.json'} and {HERE / 'rate.png'}")
+    path.write_text(json.dumps(out, indent=1, default=str))
+    print(f"wrote {path} and {HERE / 'rate.png'}")
 
 
 if __name__ == "__main__":

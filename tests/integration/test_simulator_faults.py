@@ -96,3 +96,20 @@ async def test_csv_over_the_size_limit(make_sim) -> None:
         with pytest.raises(pa.ParameterInvalidError, match="File too large"):
             await client.send_batch(rows)
     assert sim.batches == {}
+
+
+async def test_admin_stats_endpoint(make_sim) -> None:
+    import aiohttp
+
+    sim = await make_sim(rate_limit=2.0)
+    failed = sim.create_message(outcome=FAIL)
+    async with client_for(sim, max_retries=0) as client:
+        await client.retry_message(failed.id)
+    url = sim.base_url.replace("/api/v2", "/__simulator__/stats")
+    params = {"campaign": sim.campaign_id, "times": "1"}
+    async with aiohttp.ClientSession() as raw, raw.get(url, params=params) as resp:
+        stats = await resp.json()
+    assert stats["requests"] == 1 and stats["throttled"] == 0 and stats["maxPerSecond"] == 1
+    assert stats["retryPosts"] == 1 and stats["maxRetryPostsPerMessage"] == 1
+    assert len(stats["times"]) == 1
+    assert sim.stats().requests == 1  # reading the stats is not itself a campaign request

@@ -17,14 +17,14 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from postman_async import PostmanClient
+from postman_async import PostmanClient, Priority
 from postman_async.testing import PostmanSimulator
 from postman_async.testing.process import free_port
 
 from ._common import table
 
 
-def _worker(
+def worker(
     redis_url: str,
     base_url: str,
     campaign: str,
@@ -32,8 +32,12 @@ def _worker(
     rate: float,
     start_at: float,
     seconds: float,
+    bulk: bool = False,
 ) -> tuple[int, list[float]]:
-    return asyncio.run(_work(redis_url, base_url, campaign, key, rate, start_at, seconds))
+    """One process's client of the shared campaign, calling as fast as Redis allows from
+    ``start_at`` (epoch s) for ``seconds``. Returns its calls and Redis round trips (s).
+    Also used by tests/distributed."""
+    return asyncio.run(_work(redis_url, base_url, campaign, key, rate, start_at, seconds, bulk))
 
 
 async def _work(
@@ -44,10 +48,12 @@ async def _work(
     rate: float,
     start_at: float,
     seconds: float,
+    bulk: bool,
 ) -> tuple[int, list[float]]:
     from postman_async.ratelimit_redis import RedisRateLimiter
 
     limiter = RedisRateLimiter(redis_url, campaign_id=campaign, rate=rate)
+    priority = Priority.BULK if bulk else Priority.HIGH
     calls = 0
     async with PostmanClient(
         api_key=key, campaign_id=campaign, base_url=base_url, limiter=limiter
@@ -58,7 +64,7 @@ async def _work(
         async def caller() -> None:
             nonlocal calls
             while time.time() < deadline:
-                await client.list_messages(page_size=1).fetch()
+                await client.list_messages(page_size=1, priority=priority).fetch()
                 calls += 1
 
         await asyncio.gather(*(caller() for _ in range(5)))
@@ -99,7 +105,7 @@ async def run(seconds: float = 30.0, processes: int = 4, rate: float = 10.0) -> 
                     *(
                         loop.run_in_executor(
                             pool,
-                            _worker,
+                            worker,
                             f"redis://127.0.0.1:{port}/0",
                             sim.base_url,
                             sim.campaign_id,

@@ -407,9 +407,7 @@ class RetryOrchestrator:
     def _is_final(self, state: MessageState, telco_since: dict[str, float]) -> bool:
         if state.status is not None and state.status.is_terminal:
             return True
-        if state.status == MessageStatus.SENT_TO_TELCO and not (state.recipient or "").startswith(
-            "65"
-        ):
+        if _at_telco_abroad(state):
             first = telco_since.setdefault(state.message_id, self._clock())
             return self._clock() - first >= self.telco_final_after
         return False
@@ -626,11 +624,10 @@ class RetryOrchestrator:
         logger.info("settled: %s", settle.summary())
         return settle
 
-    def _settled(self, state: MessageState) -> bool:
-        if state.status is not None and state.status.is_terminal:
-            return True
-        foreign = not (state.recipient or "").startswith("65")
-        return foreign and state.status == MessageStatus.SENT_TO_TELCO
+    @staticmethod
+    def _settled(state: MessageState) -> bool:
+        terminal = state.status is not None and state.status.is_terminal
+        return terminal or _at_telco_abroad(state)
 
     async def _settle_batches(
         self, settle: SettleReport, plan: list[str], round_report: RoundReport
@@ -694,6 +691,12 @@ class RetryOrchestrator:
                     f"{len(extra)} message(s) not worth retrying"
                 )
         return plan_batches, plan_singles
+
+
+def _at_telco_abroad(state: MessageState) -> bool:
+    """``sent_to_telco`` is the final status for a foreign number (not for a ``65`` one)."""
+    foreign = not (state.recipient or "").startswith("65")
+    return foreign and state.status == MessageStatus.SENT_TO_TELCO
 
 
 def _unresolved(states: list[MessageState]) -> bool:

@@ -9,13 +9,13 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
+from benchmarks.distributed import worker
 from postman_async import Priority, RateLimiterUnavailableError
 from postman_async.ratelimit_redis import RedisRateLimiter
 from postman_async.testing import PostmanSimulator
 from postman_async.testing.process import free_port
 from postman_async.testing.server_limits import max_in_window
 
-from . import _worker
 from .conftest import RedisServer
 
 
@@ -163,7 +163,7 @@ async def test_four_processes_one_campaign_against_the_simulator(
             futures = [
                 loop.run_in_executor(
                     pool,
-                    _worker.run,
+                    worker,
                     redis_server.url,
                     sim.base_url,
                     sim.campaign_id,
@@ -175,7 +175,7 @@ async def test_four_processes_one_campaign_against_the_simulator(
                 )
                 for index in range(4)
             ]
-            calls = await asyncio.gather(*futures)
+            calls = [c for c, _ in await asyncio.gather(*futures)]
         stats = sim.stats()
         times = sorted(sim.request_times())
     assert all(c > 0 for c in calls) and sum(calls) == stats.requests

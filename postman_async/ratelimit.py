@@ -15,9 +15,9 @@ Lanes: a ``HIGH`` caller reserves the next free slot at once. ``BULK`` callers q
 head of that queue reserves a slot only when the slot is due, so an urgent call that arrives
 while a bulk job saturates the budget waits at most about one interval.
 
-A grant is never sent more than ``slack`` after its slot while later slots are promised: a
-waiter woken late by a busy event loop re-queues instead, so a stall cannot squeeze more than
-``rate`` grants into a second.
+A grant is never sent more than half the margin (5 ms by default) after its slot while later
+slots are promised: a waiter woken later than that by a busy event loop re-queues instead, so a
+stall cannot squeeze more than ``rate`` grants into a second.
 """
 
 from __future__ import annotations
@@ -147,7 +147,9 @@ class RateLimiter:
                 self.grants -= 1
                 continue
             now = self._clock()
-            if now - slot <= self.slack:
+            # Any window of `rate` + 1 grants spans 1 s + margin - lateness: lateness up to half
+            # the margin is safe and leaves the other half for arrival jitter.
+            if now - slot <= max(self.slack, self.margin / 2):
                 return
             # Woken late (a busy loop): sending now would squeeze this grant against the
             # later slots already promised. If none are, restart the schedule from now;

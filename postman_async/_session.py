@@ -163,7 +163,7 @@ class HttpSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=100),
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                timeout=self._timeout,
             )
         return self._session
 

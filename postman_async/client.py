@@ -113,7 +113,8 @@ class PostmanClient:
     ) -> None:
         key = validate_api_key(api_key)
         self.campaign_id = validate_id("campaign_id", campaign_id)
-        self.base_url = str(validate_base_url(base_url or default_base_url(key)))
+        self._base_url = validate_base_url(base_url or default_base_url(key))
+        self.base_url = str(self._base_url)
         if not rate_limit > 0:
             raise ValidationError("rate_limit", "must be > 0")
         if not timeout > 0:
@@ -173,7 +174,7 @@ class PostmanClient:
         if self._http is None:
             limiter = self._limiter or shared_limiter(self._campaign_key, self.rate_limit)
             self._http = HttpSession(
-                base_url=validate_base_url(self.base_url),
+                base_url=self._base_url,
                 limiter=limiter,
                 retry_budget=shared_retry_budget(self._campaign_key),
                 **self._session_args,

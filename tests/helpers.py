@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+from typing import Any
+
+from postman_async import PostmanClient, RetryOrchestrator
 
 
 class VirtualClock:
@@ -36,3 +39,35 @@ class VirtualClock:
             self.now = max(self.now, when)
             future.set_result(None)
         await main
+
+
+async def no_sleep(_: float) -> None:
+    """A backoff sleep that only yields: retries happen at once in tests."""
+    await asyncio.sleep(0)
+
+
+def client_for(sim: Any, **options: Any) -> PostmanClient:
+    """A client of the simulator's default campaign, at the simulator's rate."""
+    return PostmanClient(
+        api_key=options.pop("api_key", sim.api_key),
+        campaign_id=options.pop("campaign_id", sim.campaign_id),
+        base_url=sim.base_url,
+        rate_limit=options.pop("rate_limit", sim.rate_limit),
+        **options,
+    )
+
+
+def fast_orchestrator(client: PostmanClient, **options: Any) -> RetryOrchestrator:
+    """An orchestrator that polls at test speed."""
+    return RetryOrchestrator(client, poll_interval=0.02, max_poll_interval=0.1, **options)
+
+
+def assert_no_leftover_tasks() -> None:
+    """No task outlives the code under test (the simulator's own handlers excepted)."""
+    current = asyncio.current_task()
+    leftovers = [
+        t
+        for t in asyncio.all_tasks()
+        if t is not current and "RequestHandler" not in t.get_coro().__qualname__
+    ]
+    assert leftovers == []

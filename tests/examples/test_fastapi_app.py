@@ -12,6 +12,8 @@ from examples.fastapi_app.app import create_app
 from examples.worker import retry_from_queue
 from postman_async import MessageStatus, PostmanClient
 
+from ..helpers import assert_no_leftover_tasks
+
 FAILED = (MessageStatus.FAILURE, "delivery_error", "recipient_unavailable")
 
 
@@ -59,13 +61,7 @@ async def test_shutdown_cancels_running_jobs(make_sim) -> None:
         async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
             await http.post("/retry-jobs", json={"message_ids": ids})
             await asyncio.sleep(0.3)
-    current = asyncio.current_task()
-    leftovers = [
-        t
-        for t in asyncio.all_tasks()
-        if t is not current and "RequestHandler" not in t.get_coro().__qualname__
-    ]
-    assert leftovers == []
+    assert_no_leftover_tasks()
     assert sum(sim.retry_posts.values()) < 50
 
 

@@ -20,6 +20,8 @@ import pytest
 import postman_async as pa
 from postman_async.testing import Faults, PostmanSimulator
 
+from ..helpers import assert_no_leftover_tasks, client_for, no_sleep
+
 FAIL = (pa.MessageStatus.FAILURE, "delivery_error", "recipient_unavailable")
 OK = (pa.MessageStatus.SUCCESS, None, None)
 
@@ -43,10 +45,6 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "restart": True,
     },
 }
-
-
-async def _no_sleep(_: float) -> None:
-    await asyncio.sleep(0)
 
 
 def _check_result(sim: PostmanSimulator, result: pa.MessageResult, kind: str) -> None:
@@ -85,14 +83,7 @@ async def test_retry_run_under_faults(name: str) -> None:
     ids = list(kinds) + list(kinds)[:10]  # with duplicates
     async with (
         sim,
-        pa.PostmanClient(
-            api_key=sim.api_key,
-            campaign_id=sim.campaign_id,
-            base_url=sim.base_url,
-            rate_limit=200.0,
-            timeout=0.15,
-            sleep=_no_sleep,
-        ) as client,
+        client_for(sim, timeout=0.15, sleep=no_sleep) as client,
     ):
         run = asyncio.ensure_future(pa.RetryOrchestrator(client, concurrency=8).retry_messages(ids))
         sends = asyncio.ensure_future(_sends(client, 15))
@@ -112,7 +103,7 @@ async def test_retry_run_under_faults(name: str) -> None:
     assert all(isinstance(o, (pa.Message, pa.PostmanError)) for o in outcomes)
     assert sum(sim.send_posts.values()) <= 15
     assert sum(sim.send_posts.values()) >= len(created)
-    _no_leftover_tasks()
+    assert_no_leftover_tasks()
 
 
 async def _sends(client: pa.PostmanClient, count: int) -> list[object]:
@@ -123,16 +114,6 @@ async def _sends(client: pa.PostmanClient, count: int) -> list[object]:
         except pa.PostmanError as exc:
             results.append(exc)
     return results
-
-
-def _no_leftover_tasks() -> None:
-    current = asyncio.current_task()
-    leftovers = [
-        t
-        for t in asyncio.all_tasks()
-        if t is not current and "RequestHandler" not in t.get_coro().__qualname__
-    ]
-    assert leftovers == []
 
 
 @pytest.mark.parametrize("seed", [4, 5, 6])
@@ -149,14 +130,7 @@ async def test_settle_under_a_mix_of_faults_matches_ground_truth(seed: int) -> N
     )
     async with (
         sim,
-        pa.PostmanClient(
-            api_key=sim.api_key,
-            campaign_id=sim.campaign_id,
-            base_url=sim.base_url,
-            rate_limit=200.0,
-            timeout=0.5,
-            sleep=_no_sleep,
-        ) as client,
+        client_for(sim, timeout=0.5, sleep=no_sleep) as client,
     ):
         rows = [
             {"recipient": f"6591{i:06d}", "language": "english", "body": "x"} for i in range(300)
@@ -177,4 +151,4 @@ async def test_settle_under_a_mix_of_faults_matches_ground_truth(seed: int) -> N
     assert settle.delivered == sum(
         sim.message_status(i) is pa.MessageStatus.SUCCESS for i in settle.states
     )
-    _no_leftover_tasks()
+    assert_no_leftover_tasks()

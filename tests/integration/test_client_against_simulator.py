@@ -10,7 +10,7 @@ import pytest
 import postman_async as pa
 from postman_async.testing import Campaign, PostmanSimulator
 
-from .conftest import client_for
+from ..helpers import client_for
 
 
 async def test_plugin_fixtures_send_and_read(

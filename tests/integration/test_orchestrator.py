@@ -10,14 +10,10 @@ import pytest
 import postman_async as pa
 from postman_async.testing import PostmanSimulator
 
-from .conftest import client_for
+from ..helpers import assert_no_leftover_tasks, client_for, fast_orchestrator
 
 FAIL = (pa.MessageStatus.FAILURE, "delivery_error", "recipient_unavailable")
 OK = (pa.MessageStatus.SUCCESS, None, None)
-
-
-def fast(client: pa.PostmanClient, **options: object) -> pa.RetryOrchestrator:
-    return pa.RetryOrchestrator(client, poll_interval=0.02, max_poll_interval=0.1, **options)
 
 
 async def test_every_outcome_class_and_one_call_per_message(make_sim) -> None:
@@ -46,7 +42,7 @@ async def test_every_outcome_class_and_one_call_per_message(make_sim) -> None:
             "bad/id",
         ]
         progress: list[int] = []
-        report = await fast(client).retry_messages(
+        report = await fast_orchestrator(client).retry_messages(
             ids, on_progress=lambda r: progress.append(len(r))
         )
     assert len(report) == 25 and report.duplicates == 2
@@ -77,7 +73,7 @@ async def test_async_iterable_input_and_feeding_failures_back(make_sim) -> None:
             yield message_id
 
     async with client_for(sim, max_retries=0) as client:
-        orchestrator = fast(client, concurrency=4)
+        orchestrator = fast_orchestrator(client, concurrency=4)
         first = await orchestrator.retry_messages(stream())
         again = first.failures()
         assert again, "30% 5xx should leave some retries ambiguous"
@@ -93,7 +89,7 @@ async def test_fatal_auth_error_stops_the_run(make_sim) -> None:
     sim = await make_sim()
     ids = [sim.create_message(outcome=FAIL).id for _ in range(50)]
     async with client_for(sim, api_key="key_test_nope") as client:
-        orchestrator = fast(client, concurrency=2)
+        orchestrator = fast_orchestrator(client, concurrency=2)
         with pytest.raises(pa.InvalidApiKeyError) as info:
             await orchestrator.retry_messages(ids)
     partial = info.value.report  # type: ignore[attr-defined]
@@ -105,7 +101,7 @@ async def test_cancellation_leaves_nothing_behind(make_sim) -> None:
     sim = await make_sim(rate_limit=20.0)
     ids = [sim.create_message(outcome=FAIL).id for _ in range(200)]
     async with client_for(sim) as client:
-        orchestrator = fast(client, concurrency=8)
+        orchestrator = fast_orchestrator(client, concurrency=8)
         run = asyncio.ensure_future(orchestrator.retry_messages(ids))
         await asyncio.sleep(0.5)
         tasks_before = len(asyncio.all_tasks())
@@ -122,13 +118,7 @@ async def test_cancellation_leaves_nothing_behind(make_sim) -> None:
             assert sim.retry_posts[result.message_id] == 1
     untouched = [i for i in ids if i not in report]
     assert all(sim.retry_posts[i] == 0 for i in untouched)
-    current = asyncio.current_task()
-    leftovers = [
-        t
-        for t in asyncio.all_tasks()
-        if t is not current and "RequestHandler" not in t.get_coro().__qualname__
-    ]  # the simulator's own
-    assert leftovers == []
+    assert_no_leftover_tasks()
 
 
 async def _resolved_batch(
@@ -144,7 +134,7 @@ async def test_retry_batch_fires_when_it_can_succeed(make_sim) -> None:
     sim = await make_sim()
     async with client_for(sim) as client:
         batch_id = await _resolved_batch(sim, client, ["6591234567", "6511112222", "6522222222"])
-        report = await fast(client).retry_batch(batch_id)
+        report = await fast_orchestrator(client).retry_batch(batch_id)
     assert report.fired and report.reason is pa.BatchRetryReason.FIRED
     assert report.batch_status == "messages_enqueued" and report.messages == 3
     assert set(report.retried_ids) == set(sim.batches[batch_id].message_ids[1:])
@@ -161,7 +151,7 @@ async def test_retry_batch_waits_rather_than_flipping_unresolved(make_sim) -> No
             )
         ).batch_id
         await asyncio.sleep(0.02)
-        orchestrator = fast(client)
+        orchestrator = fast_orchestrator(client)
         early = await orchestrator.retry_batch(batch_id)
         assert not early.fired and early.reason is pa.BatchRetryReason.UNRESOLVED
         assert early.unresolved_ids == sim.batches[batch_id].message_ids
@@ -179,7 +169,7 @@ async def test_retry_batch_exhausted_and_blocked_and_unknown(make_sim) -> None:
         sim.messages[failing].attempts.extend(
             [sim.messages[failing].attempts[0]] * 2
         )  # 3 attempts: exhausted
-        orchestrator = fast(client)
+        orchestrator = fast_orchestrator(client)
         exhausted = await orchestrator.retry_batch(batch_id)
         assert not exhausted.fired
         assert exhausted.reason is pa.BatchRetryReason.NOTHING_TO_RETRY
@@ -197,7 +187,7 @@ async def test_server_stays_authoritative_for_batch_retry(make_sim) -> None:
     sim = await make_sim()
     async with client_for(sim) as client:
         batch_id = await _resolved_batch(sim, client, ["6511112222"])
-        orchestrator = fast(client)
+        orchestrator = fast_orchestrator(client)
         real = orchestrator._batch_status
 
         async def stale_status(batch: str, sample: str) -> pa.BatchStatus | None:
@@ -219,7 +209,9 @@ async def test_wait_for_outcomes_reads_batches_in_bulk(make_sim) -> None:
         ]
         batch_id = (await client.send_batch(rows)).batch_id
         single = (await client.send_message("447911123456", "english", {"body": "x"})).id
-        outcomes = await fast(client).wait_for_outcomes([single], batch_ids=[batch_id], timeout=10)
+        outcomes = await fast_orchestrator(client).wait_for_outcomes(
+            [single], batch_ids=[batch_id], timeout=10
+        )
     assert outcomes.count(pa.MessageStatus.SUCCESS) == 1500
     assert outcomes.statuses[single] is pa.MessageStatus.SENT_TO_TELCO
     assert outcomes.pending == []
@@ -247,7 +239,7 @@ async def test_retry_until_settled_batch_and_mixed_input(make_sim) -> None:
             for i in range(20)
         ]
         before = sim.stats().requests
-        settle = await fast(client).retry_until_settled(
+        settle = await fast_orchestrator(client).retry_until_settled(
             singles, batch_ids=[batch_a, batch_b], timeout=60
         )
     assert len(settle.states) == 371
@@ -270,7 +262,7 @@ async def test_urgent_send_not_starved_by_bulk_run(make_sim) -> None:
     sim = await make_sim(rate_limit=20.0)
     ids = [sim.create_message(outcome=FAIL).id for _ in range(80)]
     async with client_for(sim) as client:
-        run = asyncio.ensure_future(fast(client, concurrency=16).retry_messages(ids))
+        run = asyncio.ensure_future(fast_orchestrator(client, concurrency=16).retry_messages(ids))
         waits = []
         await asyncio.sleep(0.5)
         for _ in range(5):
@@ -298,7 +290,8 @@ async def test_campaigns_run_concurrently_each_at_its_rate(make_sim) -> None:
         client_for(sim, api_key="key_test_two", campaign_id="campaign_two") as two,
     ):
         reports = await asyncio.gather(
-            fast(one).retry_messages(first_ids), fast(two).retry_messages(second_ids)
+            fast_orchestrator(one).retry_messages(first_ids),
+            fast_orchestrator(two).retry_messages(second_ids),
         )
     assert [r.counts[pa.Outcome.RETRIED] for r in reports] == [40, 40]
     for campaign_id in (sim.campaign_id, "campaign_two"):

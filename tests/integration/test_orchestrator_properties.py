@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 import postman_async as pa
 from postman_async.testing import Faults, PostmanSimulator
 
+from ..helpers import client_for, no_sleep
+
 KINDS = ("failed", "failed_exhausted", "delivered", "in_flight", "missing")
 OUTCOMES = {
     "failed": (pa.MessageStatus.FAILURE, "delivery_error", "recipient_unavailable"),
@@ -56,14 +58,7 @@ async def _run(case: dict) -> None:
     stream = ids + [ids[i % len(ids)] for i in case["duplicates"]]
     async with (
         sim,
-        pa.PostmanClient(
-            api_key=sim.api_key,
-            campaign_id=sim.campaign_id,
-            base_url=sim.base_url,
-            rate_limit=200.0,
-            timeout=5.0,
-            sleep=_no_sleep,
-        ) as client,
+        client_for(sim, timeout=5.0, sleep=no_sleep) as client,
     ):
         report = await pa.RetryOrchestrator(client, concurrency=6).retry_messages(stream)
     assert report.finished
@@ -80,10 +75,6 @@ async def _run(case: dict) -> None:
             assert processed == 0, result
         else:  # ambiguous: never re-POSTed blindly; typed error says what is known
             assert isinstance(result.error, pa.PostmanError)
-
-
-async def _no_sleep(_: float) -> None:
-    await asyncio.sleep(0)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

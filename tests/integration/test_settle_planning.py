@@ -8,13 +8,9 @@ import asyncio
 import postman_async as pa
 from postman_async.testing.server_limits import max_in_window
 
-from .conftest import client_for
+from ..helpers import client_for, fast_orchestrator
 
 DELAYS = (0.2, 0.1, 0.1, 0.2, 0.2)
-
-
-def fast(client: pa.PostmanClient, **options: object) -> pa.RetryOrchestrator:
-    return pa.RetryOrchestrator(client, poll_interval=0.02, max_poll_interval=0.1, **options)
 
 
 async def _batch(client: pa.PostmanClient, recipients: list[str]) -> str:
@@ -26,7 +22,9 @@ async def test_one_worthy_failure_among_unworthy_gets_a_single_retry(make_sim) -
     sim = await make_sim(step_delays=DELAYS)
     async with client_for(sim) as client:
         batch_id = await _batch(client, ["6511112222", "6511111111", "6511113333", "6591234567"])
-        settle = await fast(client).retry_until_settled(batch_ids=[batch_id], timeout=30)
+        settle = await fast_orchestrator(client).retry_until_settled(
+            batch_ids=[batch_id], timeout=30
+        )
     worthy, invalid, content, _delivered = sim.batches[batch_id].message_ids
     assert sum(sim.batch_retry_posts.values()) == 0  # a batch retry would retry all three
     assert sim.retry_posts[worthy] == 2 and len(sim.messages[worthy].attempts) == 3
@@ -45,7 +43,9 @@ async def test_many_worthy_failures_get_one_batch_retry_and_the_report_says_why(
     sim = await make_sim(step_delays=DELAYS)
     async with client_for(sim) as client:
         batch_id = await _batch(client, ["6511112222"] * 5 + ["6511111111"] * 2)
-        settle = await fast(client).retry_until_settled(batch_ids=[batch_id], timeout=30)
+        settle = await fast_orchestrator(client).retry_until_settled(
+            batch_ids=[batch_id], timeout=30
+        )
     assert sim.batch_retry_posts[batch_id] == 2  # one per round, rounds 1 and 2
     assert sum(sim.retry_posts.values()) == 0
     assert settle.calls_by_purpose()["batch_retries"] == 2
@@ -59,7 +59,9 @@ async def test_reads_switch_to_gets_when_few_are_pending(make_sim) -> None:
     async with client_for(sim) as client:
         recipients = [f"6591{i:06d}" for i in range(2500)] + ["6511112222"]
         batch_id = await _batch(client, recipients)
-        settle = await fast(client).retry_until_settled(batch_ids=[batch_id], timeout=60)
+        settle = await fast_orchestrator(client).retry_until_settled(
+            batch_ids=[batch_id], timeout=60
+        )
     routes = sim.stats().by_route
     listings = routes["GET /api/v2/campaigns/{campaign_id}/batch/{batch_id}/messages"]
     gets = routes["GET /api/v2/campaigns/{campaign_id}/messages/{message_id}"]
@@ -75,7 +77,7 @@ async def test_budget_share_leaves_headroom(make_sim) -> None:
     failed = (pa.MessageStatus.FAILURE, "delivery_error", "recipient_unavailable")
     ids = [sim.create_message(outcome=failed).id for _ in range(40)]
     async with client_for(sim, rate_limit=20.0) as client:
-        orchestrator = fast(client, budget_share=0.5)
+        orchestrator = fast_orchestrator(client, budget_share=0.5)
         started = asyncio.get_running_loop().time()
         report = await orchestrator.retry_messages(ids)
         elapsed = asyncio.get_running_loop().time() - started

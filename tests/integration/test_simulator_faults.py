@@ -9,7 +9,7 @@ import pytest
 import postman_async as pa
 from postman_async.testing import Faults
 
-from .conftest import client_for
+from ..helpers import client_for, no_sleep
 
 FAIL = (pa.MessageStatus.FAILURE, "delivery_error", "recipient_unavailable")
 
@@ -29,7 +29,7 @@ async def test_malformed_json_on_get_is_typed_and_retried_get_is_not(make_sim) -
 async def test_slow_responses_time_out_and_retry_is_reconciled(make_sim) -> None:
     sim = await make_sim(faults=Faults(latency=0.5, latency_rate=1.0))
     failed = sim.create_message(outcome=FAIL)
-    async with client_for(sim, timeout=0.2, sleep=_no_sleep) as client:
+    async with client_for(sim, timeout=0.2, sleep=no_sleep) as client:
         # The retry POST is processed, but its answer comes after the client's timeout. The
         # read-back (also slow) times out too: the outcome is unknown, and nothing is re-sent.
         with pytest.raises(pa.OutcomeUnknownError):
@@ -48,15 +48,11 @@ async def test_slow_responses_time_out_and_retry_is_reconciled(make_sim) -> None
 async def test_5xx_and_resets_on_gets_are_retried(make_sim) -> None:
     sim = await make_sim(faults=Faults(server_error_rate=0.3, reset_before_rate=0.2), seed=5)
     message = sim.create_message()
-    async with client_for(sim, max_retries=8, sleep=_no_sleep) as client:
+    async with client_for(sim, max_retries=8, sleep=no_sleep) as client:
         for _ in range(10):
             assert (await client.get_message(message.id)).id == message.id
     statuses = {r.status for r in sim.request_log}
     assert {0, 200} <= statuses and statuses & {500, 502, 503}
-
-
-async def _no_sleep(_: float) -> None:
-    await asyncio.sleep(0)
 
 
 async def test_competing_client_causes_429s_that_are_absorbed(make_sim) -> None:
@@ -74,7 +70,7 @@ async def test_restart_mid_run(make_sim) -> None:
     sim = await make_sim(rate_limit=50.0)
     ids = [sim.create_message(outcome=FAIL).id for _ in range(40)]
     port = sim.port
-    async with client_for(sim, rate_limit=50.0, sleep=_no_sleep) as client:
+    async with client_for(sim, rate_limit=50.0, sleep=no_sleep) as client:
         run = asyncio.ensure_future(pa.RetryOrchestrator(client, concurrency=4).retry_messages(ids))
         await asyncio.sleep(0.3)
         await sim.restart(downtime=0.2)

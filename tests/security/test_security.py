@@ -3,7 +3,6 @@ header and path injection is refused before anything is sent."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import ssl
@@ -17,11 +16,9 @@ from aiohttp import web
 import postman_async as pa
 from postman_async.testing import Faults, PostmanSimulator
 
+from ..helpers import client_for, no_sleep
+
 FAIL = (pa.MessageStatus.FAILURE, "delivery_error", "recipient_unavailable")
-
-
-async def _no_sleep(_: float) -> None:
-    await asyncio.sleep(0)
 
 
 async def test_api_key_never_in_logs_errors_reprs_or_reports(
@@ -44,13 +41,7 @@ async def test_api_key_never_in_logs_errors_reprs_or_reports(
     texts: list[str] = []
     async with (
         sim,
-        pa.PostmanClient(
-            api_key=key,
-            campaign_id=sim.campaign_id,
-            base_url=sim.base_url,
-            rate_limit=500.0,
-            sleep=_no_sleep,
-        ) as client,
+        client_for(sim, sleep=no_sleep) as client,
     ):
         texts += [repr(client), str(client), repr(client._session())]
         report = await pa.RetryOrchestrator(client).retry_messages(ids)
@@ -104,7 +95,7 @@ async def test_tls_is_verified_by_default(tmp_path) -> None:
     base = f"https://127.0.0.1:{port}/api/v2"
     try:
         async with pa.PostmanClient(
-            api_key="key_test_k", campaign_id="c1", base_url=base, sleep=_no_sleep
+            api_key="key_test_k", campaign_id="c1", base_url=base, sleep=no_sleep
         ) as client:
             with pytest.raises(pa.PostmanConnectionError, match="TLS"):
                 await client.get_message("message_1")

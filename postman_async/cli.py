@@ -28,7 +28,8 @@ from .demo import DemoOptions, progress_line, run_demo
 from .models import Message, MessageStatus
 from .orchestrator import RetryOrchestrator
 from .reports import Outcome, RetryReport
-from .testing.simulator import Faults, PostmanSimulator, campaign_summary
+from .testing.gateway import Faults
+from .testing.simulator import PostmanSimulator, campaign_summary
 
 EXIT_INPUT, EXIT_AUTH, EXIT_BUDGET, EXIT_OTHER, EXIT_NOT_FIRED = 2, 3, 4, 1, 5
 EXIT_INTERRUPTED = 130

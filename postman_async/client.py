@@ -17,7 +17,7 @@ import aiohttp
 from ._session import DEFAULT_MAX_RESPONSE_BYTES, HttpSession, shared_retry_budget
 from .converter import decode
 from .errors import MalformedResponseError, OutcomeUnknownError, PostmanError, ValidationError
-from .models import BatchSendResult, Message, Page, Priority
+from .models import BatchSendResult, Message, MessageStatus, Page, Priority
 from .protocol import (
     Request,
     decode_body,
@@ -31,6 +31,7 @@ from .protocol import (
     send_message_request,
 )
 from .ratelimit import Clock, Limiter, Sleep, shared_limiter
+from .rules import AttemptCap
 from .validation import rows_to_csv, validate_api_key, validate_base_url, validate_csv, validate_id
 
 logger = logging.getLogger("postman_async")
@@ -137,6 +138,9 @@ class PostmanClient:
         }
         self._http: HttpSession | None = None
         self._closed = False
+        #: What this client has learned of the server's attempt cap (shared by every
+        #: orchestrator over this client).
+        self.attempt_cap = AttemptCap()
 
     def __repr__(self) -> str:
         return f"PostmanClient(campaign_id={self.campaign_id!r}, base_url={self.base_url!r})"
@@ -233,23 +237,28 @@ class PostmanClient:
         message_id: str,
         *,
         attempts_before: int | None = None,
+        status_before: MessageStatus | None = None,
         priority: Priority | None = None,
     ) -> Message:
         """Retry a failed message (same id; status back to ``created``).
 
         The POST is never re-sent after an ambiguous failure (timeout, reset, 5xx): the
         message is read back once instead. If that read proves the retry took (a new attempt
-        after the POST; exactly, when ``attempts_before`` gives the attempt count you last
-        saw), the message is returned; otherwise :class:`OutcomeUnknownError` is raised with
-        ``observed`` (the message read) and ``applied`` (``False``: it did not take; ``None``:
-        cannot tell).
+        after the POST, or a message that left ``failure``; exactly, when ``attempts_before``
+        and ``status_before`` give what you last read), the message is returned; otherwise
+        :class:`OutcomeUnknownError` is raised with ``observed`` (the message read) and
+        ``applied`` (``False``: it did not take; ``None``: cannot tell).
+
+        Raises :class:`TooManyAttemptsError`, :class:`MessageNotRetryableError`,
+        :class:`OutcomeUnknownError`, or any :class:`PostmanError` of the session.
         """
         request = retry_message_request(self.campaign_id, message_id)
         session = self._session()
+        before = (status_before, attempts_before)
         try:
             raw = await session.send(request, priority=priority or self.priority)
         except OutcomeUnknownError as exc:
-            return await self._reconcile_retry(message_id, exc, attempts_before, priority)
+            return await self._reconcile_retry(message_id, exc, before, priority)
         try:
             return decode(Message, decode_body(raw.body))
         except MalformedResponseError as exc:
@@ -260,13 +269,13 @@ class PostmanClient:
                 applied=True,
                 sent_at=session.now(),
             )
-            return await self._reconcile_retry(message_id, unknown, attempts_before, priority)
+            return await self._reconcile_retry(message_id, unknown, before, priority)
 
     async def _reconcile_retry(
         self,
         message_id: str,
         exc: OutcomeUnknownError,
-        attempts_before: int | None,
+        before: tuple[MessageStatus | None, int | None],
         priority: Priority | None,
     ) -> Message:
         session = self._session()
@@ -289,7 +298,8 @@ class PostmanClient:
             elapsed = session.now() - exc.sent_at if exc.sent_at is not None else 0.0
             applied = retry_applied(
                 message,
-                attempts_before=attempts_before,
+                status_before=before[0],
+                attempts_before=before[1],
                 server_date=raw.headers.get("Date"),
                 elapsed=elapsed,
             )
@@ -326,8 +336,16 @@ class PostmanClient:
         return result
 
     async def retry_batch(self, batch_id: str, *, priority: Priority | None = None) -> None:
-        """Retry every failed message of a batch (201, no body)."""
-        await self._call(retry_batch_request(self.campaign_id, batch_id), priority)
+        """Retry every failed message of a batch (201, no body).
+
+        Any 2xx answer means the retry was accepted, whatever its body. Raises
+        :class:`UnresolvedBatchMessagesError` (the server has then flipped the batch to
+        ``messages_enqueuing_failed``: check with the orchestrator's ``retry_batch`` first),
+        :class:`BatchNotRetryableError`, :class:`NoFailedBatchMessagesError`,
+        :class:`OutcomeUnknownError`, or any :class:`PostmanError` of the session.
+        """
+        request = retry_batch_request(self.campaign_id, batch_id)
+        await self._session().send(request, priority=priority or self.priority)
 
     def list_batch_messages(
         self,

@@ -23,7 +23,8 @@ from .errors import (
     ValidationError,
     error_class_for,
 )
-from .models import Message
+from .models import Message, MessageStatus
+from .rules import retry_took
 from .validation import (
     normalize_recipient,
     validate_cursor,
@@ -154,20 +155,27 @@ def retry_applied(
     attempts_before: int | None,
     server_date: str | None,
     elapsed: float,
+    status_before: MessageStatus | None = None,
     tolerance: float = 0.5,
 ) -> bool | None:
     """Did a retry POST whose answer was lost take? Decided from the message read back.
 
-    With the attempt count from before the POST, exact: a retry adds an attempt. Otherwise
-    from time: a retry that took created an attempt after the POST was sent. The server's
+    First from what was known before the POST (:func:`rules.retry_took`: a new attempt, or a
+    message that left ``failure``). Otherwise from time: a retry that took created an attempt
+    after the POST was sent. The server's
     ``Date`` header (whole seconds) minus ``elapsed`` (seconds from sending the POST to
     receiving the read) places the POST on the server's clock; an attempt clearly after that
     took, one clearly before did not, anything within the Date header's resolution (plus
     ``tolerance``) is unknown (``None``).
     """
-    count = message.attempt_count
-    if attempts_before is not None and count is not None:
-        return count > attempts_before
+    took = retry_took(
+        status_before=status_before,
+        attempts_before=attempts_before,
+        status_after=message.latest_status,
+        attempts_after=message.attempt_count,
+    )
+    if took is not None:
+        return took
     newest = message.latest_attempt
     if newest is None or newest.created_at is None or not server_date:
         return None

@@ -1,15 +1,19 @@
 """Test support: a faithful local Postman v2 simulator and a pytest plugin."""
 
+from .gateway import Faults, RequestRecord
+from .ground_truth import PostLedger, send_key
 from .process import SimulatorProcess
-from .simulator import Faults, PostmanSimulator, RequestRecord, SimulatorStats
+from .simulator import PostmanSimulator, SimulatorStats
 from .state import TEST_NUMBERS, Campaign
 
 __all__ = [
     "TEST_NUMBERS",
     "Campaign",
     "Faults",
+    "PostLedger",
     "PostmanSimulator",
     "RequestRecord",
     "SimulatorProcess",
     "SimulatorStats",
+    "send_key",
 ]

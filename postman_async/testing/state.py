@@ -10,12 +10,13 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 import attrs
 
-from ..converter import SINGAPORE
-from ..models import BatchStatus, MessageStatus
+from . import server_rules as rules
+
+SINGAPORE = timezone(timedelta(hours=8), "SGT")
 
 #: The documented test-environment numbers and the delivery error each simulates.
 TEST_NUMBERS: Mapping[str, tuple[str, str]] = {
@@ -99,39 +100,39 @@ class Attempt:
 
     id: str
     started: float
-    outcome: MessageStatus  # SUCCESS, FAILURE, or SENT_TO_TELCO (foreign: never final)
+    outcome: str  # SUCCESS, FAILURE, or SENT_TO_TELCO (foreign: never final)
     error_type: str | None = None
     error_code: str | None = None
 
-    def timeline(self, delays: tuple[float, ...]) -> list[tuple[MessageStatus, float]]:
+    def timeline(self, delays: tuple[float, ...]) -> list[tuple[str, float]]:
         """(status, since) pairs this attempt passes through, in order."""
         steps = [
-            MessageStatus.CREATED,
-            MessageStatus.ENQUEUED,
-            MessageStatus.SENDING,
-            MessageStatus.SENT,
-            MessageStatus.SENT_TO_TELCO,
+            rules.CREATED,
+            rules.ENQUEUED,
+            rules.SENDING,
+            rules.SENT,
+            rules.SENT_TO_TELCO,
         ]
-        if self.outcome == MessageStatus.FAILURE and self.error_type == "server_error":
+        if self.outcome == rules.FAILURE and self.error_type == "server_error":
             steps = steps[:3]  # a server error fails it while sending
         out = []
         at = self.started
         for index, status in enumerate(steps):
             out.append((status, at))
             at += delays[index]
-        if self.outcome != MessageStatus.SENT_TO_TELCO:
+        if self.outcome != rules.SENT_TO_TELCO:
             out.append((self.outcome, at))
         return out
 
-    def status_at(self, now: float, delays: tuple[float, ...]) -> tuple[MessageStatus, float]:
-        current = (MessageStatus.CREATED, self.started)
+    def status_at(self, now: float, delays: tuple[float, ...]) -> tuple[str, float]:
+        current = (rules.CREATED, self.started)
         for status, since in self.timeline(delays):
             if since > now:
                 break
             current = (status, since)
         return current
 
-    def reached(self, status: MessageStatus, now: float, delays: tuple[float, ...]) -> float | None:
+    def reached(self, status: str, now: float, delays: tuple[float, ...]) -> float | None:
         for step, since in self.timeline(delays):
             if step == status and since <= now:
                 return since
@@ -164,28 +165,28 @@ class SimBatch:
     created: float
     enqueued_at: float
     message_ids: list[str] = attrs.field(factory=list)
-    forced_status: BatchStatus | None = None  # set by a failed retry or by a test
+    forced_status: str | None = None  # set by a failed retry or by a test
     updated: float = 0.0
 
-    def status_at(self, now: float) -> BatchStatus:
+    def status_at(self, now: float) -> str:
         if self.forced_status is not None:
             return self.forced_status
         if now < self.enqueued_at:
-            return BatchStatus.MESSAGES_ENQUEUING
-        return BatchStatus.MESSAGES_ENQUEUED
+            return rules.BATCH_ENQUEUING
+        return rules.BATCH_ENQUEUED
 
 
 def draw_outcome(
     recipient: str, rng: random.Random, failure_rate: float
-) -> tuple[MessageStatus, str | None, str | None]:
+) -> tuple[str, str | None, str | None]:
     """How an attempt ends: documented test numbers fail with their error; otherwise a seeded
     random failure; otherwise foreign numbers stop at sent_to_telco and the rest succeed."""
     if recipient in TEST_NUMBERS:
         error_type, code = TEST_NUMBERS[recipient]
-        return MessageStatus.FAILURE, error_type, code
+        return rules.FAILURE, error_type, code
     if failure_rate > 0 and rng.random() < failure_rate:
         error_type, code = rng.choice(RANDOM_FAILURES)
-        return MessageStatus.FAILURE, error_type, code
-    if not recipient.startswith("65"):
-        return MessageStatus.SENT_TO_TELCO, None, None
-    return MessageStatus.SUCCESS, None, None
+        return rules.FAILURE, error_type, code
+    if rules.is_foreign(recipient):
+        return rules.SENT_TO_TELCO, None, None
+    return rules.SUCCESS, None, None

@@ -1,0 +1,148 @@
+"""What stands in front of the simulator's endpoints: the request log, seeded faults, auth, the IP
+allow-list and the rate limiter (reference §1, §4.1, §6.2, §6.3), and the error envelope (§4.3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import attrs
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from .simulator import PostmanSimulator
+
+ADMIN_PREFIX = "/__simulator__"
+_BEARER = re.compile(r"Bearer ([\x21-\x7e]+)")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@attrs.define
+class Faults:
+    """Seeded fault injection; everything is off by default."""
+
+    server_error_rate: float = 0.0  # 500/502/503 before processing
+    reset_before_rate: float = 0.0  # connection dropped before processing
+    reset_after_rate: float = 0.0  # processed, then the connection is dropped
+    latency: float = 0.0  # seconds added after processing ...
+    latency_rate: float = 1.0  # ... to this share of responses
+    malformed_json_rate: float = 0.0  # processed, then a truncated JSON body
+    competing_share: float = 0.0  # share of each campaign's budget taken by another client
+
+
+@attrs.define
+class RequestRecord:
+    time: float
+    campaign_id: str | None
+    method: str
+    route: str
+    status: int  # 0: connection dropped
+
+
+def error(sim: PostmanSimulator, status: int, code: str, message: str, type_: str) -> web.Response:
+    """The 2025 error envelope ``{"error": {code, message, type, id}}``."""
+    body = {
+        "error": {
+            "code": code,
+            "message": message,
+            "type": type_,
+            "id": f"err_{sim._fault_rng.getrandbits(64):016x}",
+        }
+    }
+    return web.json_response(body, status=status)
+
+
+def invalid(sim: PostmanSimulator, message: str) -> web.Response:
+    return error(sim, 400, "parameter_invalid", message, "validation_error")
+
+
+class Gateway:
+    """The middleware every API request passes: log, faults, auth, allow-list, limiter."""
+
+    def __init__(self, sim: PostmanSimulator) -> None:
+        self.sim = sim
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(ADMIN_PREFIX):
+            return await handler(request)
+        record = RequestRecord(self.sim._clock(), None, request.method, "?", 0)
+        self.sim.request_log.append(record)
+        resource = request.match_info.route.resource
+        record.route = resource.canonical if resource is not None else "(no route)"
+        record.campaign_id = request.match_info.get("campaign_id")
+        faults = self.sim.faults
+        if self._chance(faults.reset_before_rate):
+            return self._drop(request)
+        response: web.StreamResponse
+        if self._chance(faults.server_error_rate):
+            response = self._server_error()
+        else:
+            response = await self._authorised(request, handler, record)
+            if self._chance(faults.reset_after_rate):
+                return self._drop(request)
+            if response.status < 300 and self._chance(faults.malformed_json_rate):
+                response = web.Response(
+                    status=response.status,
+                    body=b'{"id": "message_trunc',
+                    content_type="application/json",
+                )
+            if faults.latency > 0 and self._chance(faults.latency_rate):
+                await asyncio.sleep(faults.latency)
+        record.status = response.status
+        return response
+
+    async def _authorised(
+        self, request: web.Request, handler: Handler, record: RequestRecord
+    ) -> web.StreamResponse:
+        match = _BEARER.fullmatch(request.headers.get("Authorization", ""))
+        if match is None:
+            return web.json_response({"message": "Unauthorized", "statusCode": 401}, status=401)
+        if request.match_info.route.resource is None:
+            return error(self.sim, 404, "invalid_path", "Invalid path", "not_found_error")
+        campaign = self.sim.campaigns.get(record.campaign_id or "")
+        if campaign is None or match.group(1) not in campaign.api_keys:
+            if not self.sim.invalid_key_envelope:
+                return web.json_response({"message": "Unauthorized", "statusCode": 401}, status=401)
+            return error(
+                self.sim,
+                401,
+                "invalid_api_key_provided",
+                "The API key provided is invalid.",
+                "authentication_error",
+            )
+        if campaign.allowed_ips is not None and request.remote not in campaign.allowed_ips:
+            status, code = self.sim.ip_error
+            return error(
+                self.sim,
+                status,
+                code,
+                "The IP address used for this request is invalid.",
+                "authentication_error",
+            )
+        if not await self.sim.limiter(campaign.id).admit():
+            response = error(self.sim, 429, "too_many_requests", "Too many requests", "rate_limit")
+            if self.sim.retry_after_header:
+                response.headers["Retry-After"] = "1"
+            return response
+        return await handler(request)
+
+    def _chance(self, rate: float) -> bool:
+        return rate > 0 and self.sim._fault_rng.random() < rate
+
+    def _drop(self, request: web.Request) -> web.Response:
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=599)  # never written: the connection is gone
+
+    def _server_error(self) -> web.Response:
+        status = self.sim._fault_rng.choice((500, 502, 503))
+        if status == 500:
+            return error(self.sim, 500, "internal_server_error", "Internal server error", "server")
+        return web.Response(
+            status=status, text="<html>Bad Gateway</html>", content_type="text/html"
+        )

@@ -51,15 +51,19 @@ from .reports import (
     MessageState,
     Outcome,
     OutcomesReport,
+    Phase,
     RetryReport,
     RoundReport,
+    SettleProgress,
     SettleReport,
 )
+from .rules import AttemptCap
 
 __all__ = [
     "PRODUCTION_URL",
     "TEST_URL",
     "APIError",
+    "AttemptCap",
     "AuthenticationError",
     "BadRequestError",
     "Batch",
@@ -89,6 +93,7 @@ __all__ = [
     "PageInfo",
     "ParameterInvalidError",
     "PermissionDeniedError",
+    "Phase",
     "PostmanClient",
     "PostmanConnectionError",
     "PostmanError",
@@ -101,6 +106,7 @@ __all__ = [
     "RetryReport",
     "RoundReport",
     "ServerError",
+    "SettleProgress",
     "SettleReport",
     "TemplateBody",
     "TooManyAttemptsError",

@@ -252,15 +252,26 @@ class PostmanClient:
         Raises :class:`TooManyAttemptsError`, :class:`MessageNotRetryableError`,
         :class:`OutcomeUnknownError`, or any :class:`PostmanError` of the session.
         """
+        message, _ = await self._retry_message(
+            message_id, (status_before, attempts_before), priority
+        )
+        return message
+
+    async def _retry_message(
+        self,
+        message_id: str,
+        before: tuple[MessageStatus | None, int | None],
+        priority: Priority | None,
+    ) -> tuple[Message, bool]:
+        """:meth:`retry_message`, and whether it was confirmed by a read-back."""
         request = retry_message_request(self.campaign_id, message_id)
         session = self._session()
-        before = (status_before, attempts_before)
         try:
             raw = await session.send(request, priority=priority or self.priority)
         except OutcomeUnknownError as exc:
-            return await self._reconcile_retry(message_id, exc, before, priority)
+            return await self._reconcile_retry(message_id, exc, before, priority), True
         try:
-            return decode(Message, decode_body(raw.body))
+            return decode(Message, decode_body(raw.body)), False
         except MalformedResponseError as exc:
             # HTTP 2xx: the retry took; read the message for the caller.
             unknown = OutcomeUnknownError(
@@ -269,7 +280,7 @@ class PostmanClient:
                 applied=True,
                 sent_at=session.now(),
             )
-            return await self._reconcile_retry(message_id, unknown, before, priority)
+            return await self._reconcile_retry(message_id, unknown, before, priority), True
 
     async def _reconcile_retry(
         self,

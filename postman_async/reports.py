@@ -175,14 +175,16 @@ class BatchRetryReport:
     unresolved_ids: list[str] = attrs.field(factory=list)
     messages: int = 0
     error: PostmanError | None = None
+    detail: str | None = None
     calls: int = 0
     elapsed: float = 0.0
 
     def summary(self) -> str:
         verb = "fired" if self.fired else f"not fired ({self.reason.value})"
+        detail = f" ({self.detail})" if self.detail else ""
         return (
             f"batch {self.batch_id}: {verb}; {self.messages} messages, "
-            f"{len(self.retried_ids)} retried, {len(self.exhausted_ids)} exhausted, "
+            f"{len(self.retried_ids)} retried, {len(self.exhausted_ids)} exhausted{detail}, "
             f"{len(self.unresolved_ids)} unresolved; calls={self.calls}"
         )
 
@@ -197,6 +199,7 @@ class BatchRetryReport:
             "exhaustedIds": self.exhausted_ids,
             "unresolvedIds": self.unresolved_ids,
             "error": str(self.error) if self.error else None,
+            "detail": self.detail,
             "calls": self.calls,
             "elapsedSeconds": round(self.elapsed, 3),
         }
@@ -246,12 +249,16 @@ class OutcomesReport:
 
 @attrs.define
 class RoundReport:
-    """One settle round: what was read, what was retried and how, and the calls it spent."""
+    """One settle round: what was read, what was retried and how, and the calls it spent.
+
+    ``probes``: single retries sent one at a time to learn the server's attempt cap.
+    """
 
     number: int
     failed: int = 0
     batch_retries: list[str] = attrs.field(factory=list)
     single_retries: int = 0
+    probes: int = 0
     not_worth_retrying: int = 0
     exhausted: int = 0
     calls_reads: int = 0
@@ -271,6 +278,9 @@ class SettleReport:
     states: dict[str, MessageState] = attrs.field(factory=dict)
     rounds: list[RoundReport] = attrs.field(factory=list)
     unsettled: list[str] = attrs.field(factory=list)
+    #: failed messages known to be out of attempts, and what is known of the cap
+    exhausted: list[str] = attrs.field(factory=list)
+    attempt_cap: str = ""
     calls: int = 0
     elapsed: float = 0.0
 
@@ -302,9 +312,43 @@ class SettleReport:
         return (
             f"{len(self.states)} messages, {self.delivered} delivered, "
             f"failed for good: {dict(self.failed_for_good) or 0}, "
+            f"exhausted: {len(self.exhausted)} ({self.attempt_cap}), "
             f"unsettled: {len(self.unsettled)}, rounds: {len(self.rounds)}, "
             f"calls: {self.calls} {self.calls_by_purpose()}, "
             f"delivered/call: {self.delivered_per_call:.2f}"
+        )
+
+
+class Phase(str, enum.Enum):
+    """What a settle run is doing."""
+
+    READING = "reading"
+    RETRYING_BATCHES = "retrying_batches"
+    RETRYING_MESSAGES = "retrying_messages"
+    DONE = "done"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@attrs.frozen
+class SettleProgress:
+    """A settle run's progress, given to ``on_progress`` at each phase change."""
+
+    phase: Phase
+    round: int
+    messages: int  # messages known so far
+    settled: int  # of those, final
+    delivered: int
+    failed: int  # in failure now (retried, or for good)
+    calls: int
+    elapsed: float
+
+    def describe(self) -> str:
+        return (
+            f"round {self.round}: {self.phase.value.replace('_', ' ')}; "
+            f"{self.settled}/{self.messages} final, {self.delivered} delivered, "
+            f"{self.failed} failed; {self.calls} calls"
         )
 
 

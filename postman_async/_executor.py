@@ -1,0 +1,95 @@
+"""The orchestrator's I/O: reads and POSTs in the BULK lane, paced by the budget share.
+
+The loops that carry out plans (``_fanout``, ``_polling``, ``_batches``, ``_settle``) share one
+:class:`Executor` per orchestrator; all run state lives in per-run objects, not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from typing import Any
+
+import attrs
+
+from .client import PostmanClient
+from .errors import (
+    AuthenticationError,
+    IpNotAllowedError,
+    PermissionDeniedError,
+    RateLimiterUnavailableError,
+    RetryBudgetExhaustedError,
+)
+from .models import Priority
+from .ratelimit import Clock, RateLimiter, Sleep
+from .reports import MessageState
+from .rules import AttemptCap
+
+#: Errors that every further call would repeat: the run stops instead of spending the budget.
+FATAL_ERRORS = (
+    AuthenticationError,
+    IpNotAllowedError,
+    PermissionDeniedError,
+    RetryBudgetExhaustedError,
+    RateLimiterUnavailableError,
+)
+
+
+@attrs.define
+class Executor:
+    """One orchestrator's settings and I/O primitives."""
+
+    client: PostmanClient
+    cap: AttemptCap
+    priority: Priority
+    concurrency: int
+    keep_messages: bool
+    diagnose_skips: bool
+    not_worth: frozenset[str]
+    poll_interval: float
+    max_poll_interval: float
+    telco_final_after: float
+    clock: Clock
+    sleep: Sleep
+    pacer: RateLimiter | None = None
+
+    async def pace(self) -> None:
+        """Headroom for other work on the campaign: our calls also pass a limiter of our own
+        at ``budget_share`` of the campaign's rate."""
+        if self.pacer is not None:
+            await self.pacer.acquire()
+
+    async def read_batch(self, batch_id: str) -> list[MessageState]:
+        """Every message of a batch, 1,000 per listing call."""
+        states: list[MessageState] = []
+        pages = self.client.list_batch_messages(batch_id, page_size=1000, priority=self.priority)
+        async for page in pages.pages(before_each=self.pace):
+            states.extend(MessageState.of(m, batch_id) for m in page.data)
+        return states
+
+    async def read_message(self, message_id: str, batch_id: str | None = None) -> MessageState:
+        await self.pace()
+        message = await self.client.get_message(message_id, priority=self.priority)
+        return MessageState.of(message, batch_id)
+
+
+async def aiter_any(source: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+    if isinstance(source, AsyncIterable):
+        async for item in source:
+            yield item
+    else:
+        for item in source:
+            yield item
+
+
+async def run_workers(worker: Callable[[], Any], count: int) -> None:
+    """Run ``count`` copies of ``worker``; on any failure or cancellation, cancel the rest
+    and wait for them, so no task outlives the call."""
+    tasks = [asyncio.ensure_future(worker()) for _ in range(count)]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -1,0 +1,158 @@
+"""Single retries over many IDs: a bounded pool of workers pulling from any (async) iterable.
+
+One call per message on the happy path (the retry POST's typed 400 tells eligibility), one
+diagnostic read only for a refused one. Every distinct ID gets exactly one result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from typing import Any
+
+from ._executor import FATAL_ERRORS, Executor, aiter_any, run_workers
+from ._session import count_calls
+from .errors import (
+    MessageNotRetryableError,
+    NotFoundError,
+    OutcomeUnknownError,
+    PostmanError,
+    TooManyAttemptsError,
+    ValidationError,
+)
+from .models import Message, MessageStatus
+from .planner import diagnose_skip
+from .reports import MessageResult, MessageState, Outcome, RetryReport, describe_unknown
+from .validation import validate_id
+
+ProgressCallback = Callable[[RetryReport], None]
+
+
+async def retry_each(
+    ex: Executor,
+    message_ids: Iterable[Any] | AsyncIterable[Any],
+    report: RetryReport,
+    *,
+    known: Mapping[str, MessageState] | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> RetryReport:
+    """Retry each distinct ID once into ``report``. ``known``: the state last read per ID
+    (status and attempts), which makes a lost answer exact to reconcile and teaches the cap.
+
+    A fatal error stops the run and is raised with the partial report as its ``report``."""
+    started = ex.clock()
+    source = aiter_any(message_ids)
+    pull_lock = asyncio.Lock()
+    known = known or {}
+
+    async def next_id() -> tuple[str, Any] | None:
+        async with pull_lock:
+            async for raw in source:
+                key = raw if isinstance(raw, str) else repr(raw)
+                if report.claim(key):
+                    return key, raw
+            return None
+
+    with count_calls() as counter:
+
+        async def worker() -> None:
+            while (item := await next_id()) is not None:
+                key, raw = item
+                try:
+                    result = await retry_one(ex, key, raw, known.get(key))
+                except asyncio.CancelledError:
+                    report.record(
+                        MessageResult(
+                            key,
+                            Outcome.CANCELLED,
+                            "cancelled in flight: the retry may or may not have been applied",
+                        )
+                    )
+                    raise
+                except FATAL_ERRORS as exc:
+                    report.record(MessageResult(key, Outcome.ERROR, str(exc), error=exc))
+                    raise
+                report.record(result)
+                report.calls = counter[0]
+                if on_progress is not None:
+                    on_progress(report)
+
+        try:
+            await run_workers(worker, ex.concurrency)
+        except BaseException as exc:
+            exc.report = report  # type: ignore[attr-defined]
+            raise
+        finally:
+            report.calls = counter[0]
+            report.elapsed = ex.clock() - started
+    report.finished = True
+    return report
+
+
+async def retry_one(ex: Executor, key: str, raw: Any, known: MessageState | None) -> MessageResult:
+    try:
+        message_id = validate_id("message_id", raw)
+    except ValidationError as exc:
+        return MessageResult(key, Outcome.ERROR, str(exc), error=exc)
+    attempts = known.attempts if known else None
+    if attempts is not None and ex.cap.refuses(attempts):
+        return MessageResult(key, Outcome.EXHAUSTED, f"exhausted: {ex.cap.describe()} (not sent)")
+    try:
+        await ex.pace()
+        message, confirmed = await ex.client._retry_message(
+            message_id, (known.status if known else None, attempts), ex.priority
+        )
+    except TooManyAttemptsError:
+        if attempts is not None:
+            ex.cap.learn_refused(attempts)
+            return MessageResult(key, Outcome.EXHAUSTED, f"exhausted: {ex.cap.describe()}")
+        return MessageResult(key, Outcome.EXHAUSTED, "exhausted: the server refused another")
+    except MessageNotRetryableError:
+        return await diagnose(ex, message_id)
+    except OutcomeUnknownError as exc:
+        return _unknown_result(key, exc)
+    except FATAL_ERRORS:
+        raise
+    except PostmanError as exc:
+        return MessageResult(key, Outcome.ERROR, str(exc), error=exc)
+    if attempts is not None:
+        ex.cap.learn_accepted(attempts)
+    detail = f"status {message.latest_status}"
+    if confirmed:
+        detail += " (answer lost; confirmed by read-back)"
+    return MessageResult(
+        key, Outcome.RETRIED, detail, message=message if ex.keep_messages else None
+    )
+
+
+def _unknown_result(key: str, exc: OutcomeUnknownError) -> MessageResult:
+    observed = exc.observed
+    if (
+        exc.applied is False
+        and isinstance(observed, Message)
+        and observed.latest_status != MessageStatus.FAILURE
+    ):
+        return MessageResult(
+            key,
+            Outcome.NOT_IN_FAILURE,
+            f"status {observed.latest_status} (read back after an ambiguous failure)",
+        )
+    return MessageResult(key, Outcome.ERROR, describe_unknown(exc), error=exc)
+
+
+async def diagnose(ex: Executor, message_id: str) -> MessageResult:
+    """The server said "not found or not in failure". One read tells which, and whether the
+    message's batch status is what blocked it."""
+    if not ex.diagnose_skips:
+        return MessageResult(message_id, Outcome.NOT_IN_FAILURE, "not found or not failed")
+    try:
+        await ex.pace()
+        message = await ex.client.get_message(message_id, priority=ex.priority)
+    except NotFoundError:
+        return MessageResult(message_id, Outcome.NOT_FOUND, "no such message")
+    except FATAL_ERRORS:
+        raise
+    except PostmanError as exc:
+        return MessageResult(message_id, Outcome.NOT_IN_FAILURE, f"not found or not failed ({exc})")
+    outcome, detail = diagnose_skip(message)
+    return MessageResult(message_id, outcome, detail)

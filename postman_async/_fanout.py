@@ -103,6 +103,8 @@ async def retry_one(ex: Executor, key: str, raw: Any, known: MessageState | None
             message_id, (known.status if known else None, attempts), ex.priority
         )
     except TooManyAttemptsError:
+        if attempts is None and ex.cap.upper is None and ex.diagnose_skips:
+            attempts = await _attempts_of(ex, message_id)
         if attempts is not None:
             ex.cap.learn_refused(attempts)
             return MessageResult(key, Outcome.EXHAUSTED, f"exhausted: {ex.cap.describe()}")
@@ -123,6 +125,16 @@ async def retry_one(ex: Executor, key: str, raw: Any, known: MessageState | None
     return MessageResult(
         key, Outcome.RETRIED, detail, message=message if ex.keep_messages else None
     )
+
+
+async def _attempts_of(ex: Executor, message_id: str) -> int | None:
+    """The first refusal for the cap teaches it, once: one read of the attempt count."""
+    try:
+        return (await ex.read_message(message_id)).attempts
+    except FATAL_ERRORS:
+        raise
+    except PostmanError:
+        return None
 
 
 def _unknown_result(key: str, exc: OutcomeUnknownError) -> MessageResult:

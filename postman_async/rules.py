@@ -205,12 +205,12 @@ def retry_took(
 ) -> bool | None:
     """Did a retry POST whose answer was lost take? Decided from what was read before and
     after: a new attempt, or a message that left ``failure`` (only a retry moves it on), means
-    it took; the same count and still ``failure`` means it did not; otherwise unknown."""
+    it took; otherwise the same count means it did not; with no counts, unknown."""
+    left_failure = (
+        status_before == MessageStatus.FAILURE
+        and status_after is not None
+        and status_after != MessageStatus.FAILURE
+    )
     if attempts_before is not None and attempts_after is not None:
-        if attempts_after > attempts_before:
-            return True
-        if status_after == MessageStatus.FAILURE:
-            return False
-    if status_before == MessageStatus.FAILURE and status_after is not None:
-        return status_after != MessageStatus.FAILURE
-    return None
+        return attempts_after > attempts_before or left_failure
+    return True if left_failure else None

@@ -42,7 +42,8 @@ def _fresh_retry_budgets() -> Iterator[None]:
     _session._budgets.clear()
 
 
-FAST = {"rate_limit": 1000.0, "time_scale": 100.0, "batch_enqueue_delay": 0.5}
+#: Tests run the limiter fast and step the lifecycle with `sim.advance()`; nothing races it.
+FAST = {"rate_limit": 1000.0, "time_scale": 1.0, "batch_enqueue_delay": 0.5}
 
 
 @pytest_asyncio.fixture

@@ -1,4 +1,4 @@
-"""Test helpers: a virtual clock for deterministic time-dependent tests."""
+"""Test helpers: virtual clocks for deterministic time-dependent tests, client factories."""
 
 from __future__ import annotations
 
@@ -44,6 +44,23 @@ class VirtualClock:
 async def no_sleep(_: float) -> None:
     """A backoff sleep that only yields: retries happen at once in tests."""
     await asyncio.sleep(0)
+
+
+def sim_time(sim: Any) -> dict[str, Any]:
+    """``clock``/``sleep`` for an orchestrator that drives the simulator's time: each of its
+    sleeps advances the simulator by that much, so polling sees the lifecycle move on without
+    waiting for it (and without racing it)."""
+
+    async def sleep(delay: float) -> None:
+        sim.advance(max(0.0, delay))
+        await asyncio.sleep(0)
+
+    return {"clock": sim.clock, "sleep": sleep}
+
+
+def settled_orchestrator(client: PostmanClient, sim: Any, **options: Any) -> RetryOrchestrator:
+    """An orchestrator on the simulator's time (see :func:`sim_time`)."""
+    return RetryOrchestrator(client, **{**sim_time(sim), **options})
 
 
 def client_for(sim: Any, **options: Any) -> PostmanClient:

@@ -70,7 +70,7 @@ class Gateway:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith(ADMIN_PREFIX):
             return await handler(request)
-        record = RequestRecord(self.sim._clock(), None, request.method, "?", 0)
+        record = RequestRecord(self.sim.clock(), None, request.method, "?", 0)
         self.sim.request_log.append(record)
         resource = request.match_info.route.resource
         record.route = resource.canonical if resource is not None else "(no route)"

@@ -23,7 +23,7 @@ from .simulator import PostmanSimulator
 @pytest.fixture
 def postman_simulator_options() -> dict[str, Any]:
     """Keyword arguments for the ``postman_simulator`` fixture."""
-    return {"rate_limit": 1000.0, "time_scale": 100.0}
+    return {"rate_limit": 1000.0}
 
 
 @pytest_asyncio.fixture

@@ -99,7 +99,8 @@ class PostmanSimulator:
         self.faults = faults or Faults()
         self.host = host
         self.port = port
-        self._clock = clock
+        self._base_clock = clock
+        self._offset = 0.0
         self._mono0 = clock()
         self._epoch0 = time.time()
         self.messages: dict[str, SimMessage] = {}
@@ -159,7 +160,7 @@ class PostmanSimulator:
             limiter = self._limiters[campaign_id] = CampaignRateLimiter(
                 self.rate_limit,
                 mode=self.rate_limit_mode,
-                clock=self._clock,
+                clock=self.clock,
                 competing_share=self.faults.competing_share,
             )
         return limiter
@@ -207,7 +208,19 @@ class PostmanSimulator:
     def now(self) -> float:
         """The simulator's wall-clock time (epoch seconds), as its timestamps and its ``Date``
         header show it. ``time_scale`` speeds up the message lifecycle, not the clock."""
-        return self._epoch0 + (self._clock() - self._mono0)
+        return self._epoch0 + (self.clock() - self._mono0)
+
+    def clock(self) -> float:
+        """The simulator's monotonic clock: the injected one plus what :meth:`advance` added.
+        Its rate limiter, request log and message lifecycle all read it."""
+        return self._base_clock() + self._offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the simulator's time on: messages progress (and rate-limit windows pass) as if
+        ``seconds`` had elapsed. Tests step the lifecycle with it instead of racing it."""
+        if seconds < 0:
+            raise ValueError("time only moves forward")
+        self._offset += seconds
 
     @property
     def lifecycle_delays(self) -> tuple[float, ...]:

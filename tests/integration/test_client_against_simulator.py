@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 
 import postman_async as pa
-from postman_async.testing import Campaign, PostmanSimulator
+from postman_async.testing import Campaign, PostmanSimulator, send_key
 
 from ..helpers import client_for
 
@@ -23,26 +23,25 @@ async def test_plugin_fixtures_send_and_read(
         "Open Government Products\n\n---\n\nHello\n\n---\n\n"
         "This is an automated SMS from the Singapore Government. Please do not reply."
     )
-    await asyncio.sleep(0.08)  # 5 sim-seconds at 100x
+    postman_simulator.advance(10)  # past every lifecycle step
     got = await postman_client.get_message(sent.id)
     assert got.latest_status is pa.MessageStatus.SUCCESS
     assert got.template_body is not None and got.batches == ()
     assert got.attempts is not None and len(got.attempts) == 1
     assert got.attempts[0].delivered_at is not None
-    assert postman_simulator.send_posts[sent.id] == 1
+    assert postman_simulator.posts.sends[send_key("6591234567", {"body": "Hello"})] == 1
 
 
 async def test_message_lifecycle_and_foreign_numbers(make_sim) -> None:
-    sim = await make_sim(time_scale=1.0, step_delays=(0.05, 0.05, 0.05, 0.05, 0.05))
+    sim = await make_sim(step_delays=(1.0, 1.0, 1.0, 1.0, 1.0))
     async with client_for(sim) as client:
         local = await client.send_message("6591234567", "english", {"body": "x"})
         foreign = await client.send_message("447911123456", "english", {"body": "x"})
-        seen = set()
-        for _ in range(40):
-            seen.add((await client.get_message(local.id)).latest_status)
-            await asyncio.sleep(0.01)
-        assert {pa.MessageStatus.CREATED, pa.MessageStatus.SUCCESS} <= seen
-        assert len(seen) >= 4
+        seen = []
+        for _ in range(6):
+            seen.append((await client.get_message(local.id)).latest_status)
+            sim.advance(1.0)
+        assert seen == ["created", "enqueued", "sending", "sent", "sent_to_telco", "success"]
         assert (await client.get_message(foreign.id)).latest_status is (
             pa.MessageStatus.SENT_TO_TELCO
         )
@@ -61,10 +60,10 @@ async def test_message_lifecycle_and_foreign_numbers(make_sim) -> None:
     ],
 )
 async def test_documented_test_numbers_fail(
-    postman_client: pa.PostmanClient, number: str, code: str
+    postman_client: pa.PostmanClient, postman_simulator: PostmanSimulator, number: str, code: str
 ) -> None:
     sent = await postman_client.send_message(number, "english", {"body": "x"})
-    await asyncio.sleep(0.08)
+    postman_simulator.advance(10)
     got = await postman_client.get_message(sent.id)
     assert got.latest_status is pa.MessageStatus.FAILURE
     assert got.latest_error_code == code
@@ -83,16 +82,18 @@ async def test_single_retry_rules(make_sim) -> None:
         assert first.id == failed.id and first.latest_status is pa.MessageStatus.CREATED
         with pytest.raises(pa.MessageNotRetryableError):
             await client.retry_message(failed.id)  # now created, not failure
-        await asyncio.sleep(0.08)
+        sim.advance(10)
         await client.retry_message(failed.id)  # third attempt
-        await asyncio.sleep(0.08)
+        sim.advance(10)
         with pytest.raises(pa.TooManyAttemptsError) as info:
             await client.retry_message(failed.id)
         assert "maximum number of attempts of 3" in str(info.value)
         got = await client.get_message(failed.id)
         assert got.attempt_count == 3 and got.attempts is not None
         assert got.attempts[0].created_at >= got.attempts[-1].created_at  # newest first
-        assert sim.retry_posts[failed.id] == 2
+        # every processed POST is counted, whatever its answer: 2 accepted, 2 refused
+        assert sim.posts.retries[failed.id] == 4
+        assert sim.posts.accepted_retries[failed.id] == 2
 
 
 async def test_max_attempts_is_a_setting(make_sim) -> None:
@@ -111,28 +112,28 @@ async def _batch(client: pa.PostmanClient, recipients: list[str]) -> str:
 
 
 async def test_batch_retry_preconditions(make_sim) -> None:
-    sim = await make_sim(batch_enqueue_delay=5.0)  # 50 ms of enqueuing at 100x
+    sim = await make_sim(batch_enqueue_delay=5.0)
     async with client_for(sim) as client:
         batch_id = await _batch(client, ["6591234567", "6511112222", "6511111111"])
         with pytest.raises(pa.BatchNotRetryableError):
             await client.retry_batch(batch_id)  # still enqueuing
         with pytest.raises(pa.BatchNotRetryableError):
             await client.retry_batch("batch_unknown")
-        await asyncio.sleep(0.06)
-        assert sim.batch_status(batch_id) is pa.BatchStatus.MESSAGES_ENQUEUED
-        await asyncio.sleep(0.03)  # enqueued, but messages created for 1 sim-second
+        sim.advance(6)
+        assert sim.batch_status(batch_id) == pa.BatchStatus.MESSAGES_ENQUEUED
         sim.messages[sim.batches[batch_id].message_ids[0]].attempts[-1].started = sim.now()
         with pytest.raises(pa.UnresolvedBatchMessagesError):
             await client.retry_batch(batch_id)
-        assert sim.batch_status(batch_id) is pa.BatchStatus.MESSAGES_ENQUEUING_FAILED
-        await asyncio.sleep(0.08)
+        assert sim.batch_status(batch_id) == pa.BatchStatus.MESSAGES_ENQUEUING_FAILED
+        assert sim.posts.flipped_batches[batch_id] == 1
+        sim.advance(10)
         await client.retry_batch(batch_id)  # allowed from messages_enqueuing_failed
-        retried = {m for m, n in sim.batch_retried_messages.items() if n}
+        retried = {m for m, n in sim.posts.batch_retried_messages.items() if n}
         failed = set(sim.batches[batch_id].message_ids[1:])
         assert retried == failed
-        await asyncio.sleep(0.08)
+        sim.advance(10)
         await client.retry_batch(batch_id)
-        await asyncio.sleep(0.08)
+        sim.advance(10)
         with pytest.raises(pa.NoFailedBatchMessagesError):
             await client.retry_batch(batch_id)  # every failure has used 3 attempts
 
@@ -141,7 +142,7 @@ async def test_batch_retry_with_all_successful(make_sim) -> None:
     sim = await make_sim()
     async with client_for(sim) as client:
         batch_id = await _batch(client, ["6591234567", "6598765432"])
-        await asyncio.sleep(0.08)
+        sim.advance(10)
         with pytest.raises(pa.NoFailedBatchMessagesError):
             await client.retry_batch(batch_id)
 
@@ -150,7 +151,7 @@ async def test_single_retry_blocked_by_batch_status(make_sim) -> None:
     sim = await make_sim()
     async with client_for(sim) as client:
         batch_id = await _batch(client, ["6511112222"])
-        await asyncio.sleep(0.08)
+        sim.advance(10)
         sim.set_batch_status(batch_id, pa.BatchStatus.MESSAGES_ENQUEUING)
         (message_id,) = sim.batches[batch_id].message_ids
         with pytest.raises(pa.MessageNotRetryableError):
@@ -164,7 +165,7 @@ async def test_batch_of_1000_rows_and_listing_shapes(make_sim) -> None:
     async with client_for(sim) as client:
         recipients = [f"6591{i:06d}" for i in range(1200)]
         batch_id = await _batch(client, recipients)
-        await asyncio.sleep(0.08)
+        sim.advance(10)
         pages = [p async for p in client.list_batch_messages(batch_id).pages()]
         assert [len(p.data) for p in pages] == [1000, 200]
         messages = [m for p in pages for m in p.data]
@@ -186,7 +187,7 @@ async def test_pagination_newest_first_cursors_and_search(make_sim) -> None:
         ids = []
         for i in range(7):
             ids.append((await client.send_message(f"659100{i:04d}", "english", {"body": "x"})).id)
-            await asyncio.sleep(0.002)  # distinct createdAt ms: ties are ordered by id
+            sim.advance(0.002)  # distinct createdAt ms: ties are ordered by id
         listing = client.list_messages(page_size=3)
         first = await listing.fetch()
         assert [m.id for m in first.data] == ids[::-1][:3]
@@ -324,7 +325,8 @@ async def test_fixed_and_token_bucket_modes(make_sim) -> None:
 
 
 async def test_client_at_full_speed_gets_no_429(make_sim) -> None:
-    """Driven as hard as possible against the strict sliding window at an accelerated rate."""
+    """Driven as hard as possible against the strict sliding window at an accelerated rate.
+    (The achieved rate is a timing figure: ``benchmarks/rate_fidelity.py`` measures it.)"""
     sim = await make_sim(rate_limit=100.0)
     async with client_for(sim) as client:
         stop = asyncio.get_running_loop().time() + 2.5
@@ -337,7 +339,6 @@ async def test_client_at_full_speed_gets_no_429(make_sim) -> None:
     stats = sim.stats()
     assert stats.throttled == 0
     assert stats.max_per_second <= 100
-    assert stats.requests >= 0.95 * 100 * 2.5 - 5
 
 
 async def test_body_limits_strict_characters_and_nric(make_sim) -> None:

@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
 from . import errors
@@ -27,7 +26,7 @@ from .converter import encode
 from .demo import DemoOptions, progress_line, run_demo
 from .models import Message, MessageStatus
 from .orchestrator import RetryOrchestrator
-from .reports import Outcome, RetryReport
+from .reports import Outcome, RetryReport, SettleProgress
 from .testing.gateway import Faults
 from .testing.simulator import PostmanSimulator, campaign_summary
 
@@ -124,7 +123,18 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--no-retry-after", action="store_true", help="omit Retry-After on 429")
     sim.add_argument("--time-scale", type=float, default=1.0, help="lifecycle speed-up")
     sim.add_argument("--failure-rate", type=float, default=0.0)
-    sim.add_argument("--max-attempts", type=int, default=3)
+    sim.add_argument(
+        "--max-attempts",
+        type=int,
+        default=3,
+        help="the server's attempt cap, original send included (the docs allow 3 or 4)",
+    )
+    sim.add_argument(
+        "--retry-failure-rate",
+        type=float,
+        default=None,
+        help="share of retried failures that fail again (default: as --failure-rate)",
+    )
     sim.add_argument("--max-batch-rows", type=int, default=None)
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--server-error-rate", type=float, default=0.0)
@@ -196,29 +206,6 @@ def _read_lines(path: str) -> list[str]:
 def _write_lines(path: str, lines: Sequence[str]) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         handle.writelines(f"{line}\n" for line in lines)
-
-
-@contextlib.contextmanager
-def _log_to(status: list[str], refresh: Callable[[], None]) -> Iterator[None]:
-    """Show the orchestrator's round-by-round log lines as the live status line."""
-
-    class Handler(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.levelno >= logging.INFO and "round" in record.getMessage():
-                status[0] = record.getMessage()
-                refresh()
-
-    handler = Handler()
-    logger = logging.getLogger("postman_async")
-    previous = logger.level
-    logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
 
 
 def _retry_summary(out: Output, report: RetryReport) -> None:
@@ -416,9 +403,14 @@ async def cmd_settle(args: argparse.Namespace, out: Output) -> int:
         raise CliError("give message IDs, --ids-file or --batch")
     async with _client(args) as client:
         status = ["settling: reading state"]
-        with out.live(lambda: status[0]) as refresh, _log_to(status, refresh):
+        with out.live(lambda: status[0]) as refresh:
+
+            def show(progress: SettleProgress) -> None:
+                status[0] = progress.describe()
+                refresh()
+
             settle = await RetryOrchestrator(client).retry_until_settled(
-                ids, batch_ids=args.batch, timeout=args.timeout_total
+                ids, batch_ids=args.batch, timeout=args.timeout_total, on_progress=show
             )
     if out.as_json:
         out.json(
@@ -428,6 +420,8 @@ async def cmd_settle(args: argparse.Namespace, out: Output) -> int:
                 "delivered": settle.delivered,
                 "failedForGood": settle.failed_for_good,
                 "unsettled": settle.unsettled,
+                "exhausted": settle.exhausted,
+                "attemptCap": settle.attempt_cap,
                 "calls": settle.calls,
                 "callsByPurpose": settle.calls_by_purpose(),
                 "states": {i: s.status for i, s in settle.states.items()},
@@ -456,6 +450,7 @@ async def cmd_simulator(args: argparse.Namespace, out: Output) -> int:
         time_scale=args.time_scale,
         failure_rate=args.failure_rate,
         max_attempts=args.max_attempts,
+        retry_failure_rate=args.retry_failure_rate,
         max_batch_rows=args.max_batch_rows,
         seed=args.seed,
         faults=Faults(server_error_rate=args.server_error_rate, latency=args.latency),

@@ -18,7 +18,7 @@ import attrs
 from .client import PostmanClient
 from .models import MessageStatus
 from .orchestrator import RetryOrchestrator
-from .reports import SettleReport
+from .reports import SettleProgress, SettleReport
 from .testing.simulator import PostmanSimulator, SimulatorStats
 
 #: Documented test numbers mixed into the demo batch (one each per 100 messages).
@@ -123,8 +123,12 @@ async def run_demo(
                 orchestrator = RetryOrchestrator(
                     client, poll_interval=options.poll_interval, max_poll_interval=5.0
                 )
+
+                def show(progress: SettleProgress) -> None:
+                    phase[0] = f"round {progress.round}: {progress.phase.value.replace('_', ' ')}"
+
                 settle = await orchestrator.retry_until_settled(
-                    singles, batch_ids=[batch.batch_id], timeout=options.timeout
+                    singles, batch_ids=[batch.batch_id], timeout=options.timeout, on_progress=show
                 )
                 calls = client.calls
             phase[0] = "done"

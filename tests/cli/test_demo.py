@@ -19,8 +19,8 @@ async def test_demo_summary_matches_ground_truth() -> None:
     sim = result.simulator
     statuses = {i: sim.message_status(i) for i in sim.messages}
     assert summary["messages"] == len(statuses) == 410
-    assert summary["delivered"] == sum(s is MessageStatus.SUCCESS for s in statuses.values())
-    failed = [i for i, s in statuses.items() if s is MessageStatus.FAILURE]
+    assert summary["delivered"] == sum(s == MessageStatus.SUCCESS for s in statuses.values())
+    failed = [i for i, s in statuses.items() if s == MessageStatus.FAILURE]
     assert sum(summary["failed_for_good"].values()) == len(failed)
     assert summary["unsettled"] == 0
     assert summary["calls_spent"] == summary["server_requests"] == len(sim.request_log)

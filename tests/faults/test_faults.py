@@ -3,9 +3,10 @@ of them, and afterwards the report agrees with the simulator's ground truth mess
 
 After each scenario:
 - every distinct input ID is in the report exactly once;
-- a `retried` message had exactly one processed retry POST; a skipped one had none; an error
-  had as many as its typed error says (applied False: 0, True: 1, unknown: at most 1);
-- no message received two processed send or retry POSTs for one intended action;
+- no message received two processed retry POSTs (refused ones count too), and no intended send
+  (recipient and values) two processed send POSTs;
+- a `retried` message had exactly one accepted retry; a skipped one none; an error as many as
+  its typed error says (applied False: 0, True: 1, unknown: at most 1);
 - every error is a PostmanError, and no task is left behind (unclosed sessions fail the run,
   as warnings are errors).
 """
@@ -18,9 +19,9 @@ from typing import Any
 import pytest
 
 import postman_async as pa
-from postman_async.testing import Faults, PostmanSimulator
+from postman_async.testing import Faults, PostmanSimulator, send_key
 
-from ..helpers import assert_no_leftover_tasks, client_for, no_sleep
+from ..helpers import assert_no_leftover_tasks, client_for, no_sleep, settled_orchestrator
 
 FAIL = (pa.MessageStatus.FAILURE, "delivery_error", "recipient_unavailable")
 OK = (pa.MessageStatus.SUCCESS, None, None)
@@ -48,8 +49,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 
 
 def _check_result(sim: PostmanSimulator, result: pa.MessageResult, kind: str) -> None:
-    processed = sim.retry_posts[result.message_id] if kind != "missing" else 0
-    assert processed <= 1, result
+    assert sim.posts.retries[result.message_id] <= 1, result
+    processed = sim.posts.accepted_retries[result.message_id]
     allowed = {
         "failed": {pa.Outcome.RETRIED, pa.Outcome.ERROR},
         "delivered": {pa.Outcome.NOT_IN_FAILURE, pa.Outcome.ERROR},
@@ -74,9 +75,7 @@ def _check_result(sim: PostmanSimulator, result: pa.MessageResult, kind: str) ->
 @pytest.mark.parametrize("name", list(SCENARIOS))
 async def test_retry_run_under_faults(name: str) -> None:
     scenario = SCENARIOS[name]
-    sim = PostmanSimulator(
-        rate_limit=200.0, time_scale=100.0, seed=len(name), faults=scenario["faults"]
-    )
+    sim = PostmanSimulator(rate_limit=200.0, seed=len(name), faults=scenario["faults"])
     kinds = {sim.create_message(outcome=FAIL).id: "failed" for _ in range(60)}
     kinds.update({sim.create_message(outcome=OK).id: "delivered" for _ in range(6)})
     kinds.update({f"message_missing_{i}": "missing" for i in range(4)})
@@ -99,10 +98,12 @@ async def test_retry_run_under_faults(name: str) -> None:
     # Sends: each call either returned the one message it created or raised a typed error;
     # nothing was sent twice.
     created = [o for o in outcomes if isinstance(o, pa.Message)]
-    assert all(sim.send_posts[m.id] == 1 for m in created)
+    assert all(sim.posts.sends[send_key(m.recipient or "", {"body": "x"})] == 1 for m in created)
     assert all(isinstance(o, (pa.Message, pa.PostmanError)) for o in outcomes)
-    assert sum(sim.send_posts.values()) <= 15
-    assert sum(sim.send_posts.values()) >= len(created)
+    assert max(sim.posts.sends.values(), default=0) <= 1  # no intended send went twice
+    assert sum(sim.posts.sends.values()) >= len(created)
+    assert max(sim.posts.retries.values(), default=0) <= 1
+    assert sum(sim.posts.flipped_batches.values()) == 0
     assert_no_leftover_tasks()
 
 
@@ -125,9 +126,7 @@ async def test_settle_under_a_mix_of_faults_matches_ground_truth(seed: int) -> N
         malformed_json_rate=0.05,
         competing_share=0.3,
     )
-    sim = PostmanSimulator(
-        rate_limit=200.0, time_scale=100.0, failure_rate=0.2, seed=seed, faults=Faults()
-    )
+    sim = PostmanSimulator(rate_limit=200.0, failure_rate=0.2, seed=seed, faults=Faults())
     async with (
         sim,
         client_for(sim, timeout=0.5, sleep=no_sleep) as client,
@@ -139,16 +138,16 @@ async def test_settle_under_a_mix_of_faults_matches_ground_truth(seed: int) -> N
         sim.faults = faults
         for limiter in sim._limiters.values():
             limiter.competing_share = faults.competing_share
-        orchestrator = pa.RetryOrchestrator(client, poll_interval=0.03, max_poll_interval=0.2)
-        settle = await orchestrator.retry_until_settled(batch_ids=[batch_id], timeout=60)
+        orchestrator = settled_orchestrator(client, sim)
+        settle = await orchestrator.retry_until_settled(batch_ids=[batch_id], timeout=600)
     assert len(settle.states) == 300 and settle.unsettled == []
     for message_id, state in settle.states.items():
         message = sim.messages[message_id]
-        assert state.status is sim.message_status(message_id)
+        assert state.status == sim.message_status(message_id)
         assert len(message.attempts) <= 3
         if state.status is pa.MessageStatus.FAILURE:
             assert len(message.attempts) == 3, message_id  # failed for good: out of attempts
     assert settle.delivered == sum(
-        sim.message_status(i) is pa.MessageStatus.SUCCESS for i in settle.states
+        sim.message_status(i) == pa.MessageStatus.SUCCESS for i in settle.states
     )
     assert_no_leftover_tasks()

@@ -23,7 +23,7 @@ async def test_malformed_json_on_get_is_typed_and_retried_get_is_not(make_sim) -
         with pytest.raises(pa.OutcomeUnknownError) as info:
             await client.send_message("6591234567", "english", {"body": "x"})
     assert info.value.applied is True  # HTTP 201 arrived: it was sent, do not send again
-    assert sum(sim.send_posts.values()) == 1
+    assert sum(sim.posts.sends.values()) == 1
 
 
 async def test_slow_responses_time_out_and_retry_is_reconciled(make_sim) -> None:
@@ -42,7 +42,7 @@ async def test_slow_responses_time_out_and_retry_is_reconciled(make_sim) -> None
         sim.faults.latency_rate = 0.0
         confirmed = await task
     assert confirmed.id == again.id
-    assert sim.retry_posts[failed.id] == 1 and sim.retry_posts[again.id] == 1
+    assert sim.posts.retries[failed.id] == 1 and sim.posts.retries[again.id] == 1
 
 
 async def test_5xx_and_resets_on_gets_are_retried(make_sim) -> None:
@@ -63,7 +63,7 @@ async def test_competing_client_causes_429s_that_are_absorbed(make_sim) -> None:
     assert report.counts[pa.Outcome.RETRIED] == 30
     assert sim.stats().throttled > 0  # the competitor took half the budget
     assert sim.stats().competitor_admitted > 0
-    assert all(sim.retry_posts[i] == 1 for i in ids)
+    assert all(sim.posts.retries[i] == 1 for i in ids)
 
 
 async def test_restart_mid_run(make_sim) -> None:
@@ -78,9 +78,9 @@ async def test_restart_mid_run(make_sim) -> None:
     assert sim.port == port
     assert len(report) == 40
     for result in report:  # state survived the restart; no message was retried twice
-        assert sim.retry_posts[result.message_id] <= 1
+        assert sim.posts.retries[result.message_id] <= 1
         if result.outcome is pa.Outcome.RETRIED:
-            assert sim.retry_posts[result.message_id] == 1
+            assert sim.posts.accepted_retries[result.message_id] == 1
 
 
 async def test_csv_over_the_size_limit(make_sim) -> None:
@@ -102,10 +102,12 @@ async def test_admin_stats_endpoint(make_sim) -> None:
     async with client_for(sim, max_retries=0) as client:
         await client.retry_message(failed.id)
     url = sim.base_url.replace("/api/v2", "/__simulator__/stats")
-    params = {"campaign": sim.campaign_id, "times": "1"}
+    params = {"campaign": sim.campaign_id, "times": "1", "posts": "1"}
     async with aiohttp.ClientSession() as raw, raw.get(url, params=params) as resp:
         stats = await resp.json()
     assert stats["requests"] == 1 and stats["throttled"] == 0 and stats["maxPerSecond"] == 1
     assert stats["retryPosts"] == 1 and stats["maxRetryPostsPerMessage"] == 1
     assert len(stats["times"]) == 1
+    assert stats["posts"]["retries"] == {failed.id: 1}
+    assert stats["posts"]["acceptedRetries"] == {failed.id: 1}
     assert sim.stats().requests == 1  # reading the stats is not itself a campaign request

@@ -147,6 +147,8 @@ class AttemptCap:
             return f"the server's cap is {self.value} attempts"
         if self.upper is not None:
             return f"the server refuses at {self.upper} attempts"
+        if self.lower > DOCUMENTED_MIN_CAP:
+            return f"the server allows at least {self.lower} attempts"
         return "the server's cap is not known yet"
 
 

@@ -264,18 +264,45 @@ class PostmanSimulator:
         outcome: tuple[str, str | None, str | None] | None = None,
         attempts: int = 1,
         age: float = 3600.0,
+        outcomes: Sequence[tuple[str, str | None, str | None]] = (),
+        batch_id: str | None = None,
     ) -> SimMessage:
         """Create a message directly (no HTTP, no rate limit), e.g. an old failed one.
 
-        ``outcome`` fixes how every attempt ends; ``age`` (seconds) puts its attempts in the
-        past so they have already resolved.
+        ``outcome`` fixes how the ``attempts`` made now end; ``outcomes`` how each attempt
+        ends, in order, retries included (the last one repeats), e.g. fail three times, then
+        succeed. ``age`` (seconds) puts the attempts in the past so they have resolved.
         """
         campaign = self.campaigns[campaign_id or self.campaign_id]
         vals = dict(values or {v: "test" for v in campaign.variables(language)})
-        message = self._new_message(campaign, recipient, language, vals, self.now() - age)
+        created = self.now() - age
+        message = self._new_message(campaign, recipient, language, vals, created, batch_id)
+        message.planned = list(outcomes)
         for index in range(attempts):
             message.attempts.append(self._attempt(message, message.created + index, outcome))
         return message
+
+    def create_batch(
+        self,
+        recipients: Sequence[str],
+        *,
+        campaign_id: str | None = None,
+        outcomes: Sequence[Sequence[tuple[str, str | None, str | None]]] | None = None,
+        age: float = 3600.0,
+    ) -> SimBatch:
+        """Create an enqueued batch directly (no HTTP), one message per recipient;
+        ``outcomes``, per message, as in :meth:`create_message`."""
+        campaign = self.campaigns[campaign_id or self.campaign_id]
+        created = self.now() - age
+        batch = SimBatch(self._new_id("batch"), campaign.id, "batch.csv", created, created)
+        self.batches[batch.id] = batch
+        for index, recipient in enumerate(recipients):
+            planned = outcomes[index] if outcomes else ()
+            message = self.create_message(
+                recipient, campaign_id=campaign.id, age=age, outcomes=planned, batch_id=batch.id
+            )
+            batch.message_ids.append(message.id)
+        return batch
 
     def set_batch_status(self, batch_id: str, status: str | None) -> None:
         """Force a batch's status (``None``: back to its own lifecycle)."""
@@ -293,6 +320,8 @@ class PostmanSimulator:
     ) -> Attempt:
         index = len(message.attempts)
         rng = random.Random(f"{self.seed}:{message.id}:{index}")
+        if outcome is None and message.planned:
+            outcome = message.planned[min(index, len(message.planned) - 1)]
         if outcome is None and retry and self.retry_failure_rate is not None:
             previous = message.attempts[-1]
             if rng.random() < self.retry_failure_rate and previous.error_code is not None:

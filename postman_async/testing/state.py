@@ -151,6 +151,8 @@ class SimMessage:
     attempts: list[Attempt] = attrs.field(factory=list)  # oldest first
     batch_id: str | None = None
     join_id: int = 0
+    #: how each attempt ends, in order (the last one repeats); empty: drawn per attempt
+    planned: list[tuple[str, str | None, str | None]] = attrs.field(factory=list)
 
     @property
     def sort_key(self) -> tuple[str, str]:

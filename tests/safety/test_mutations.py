@@ -1,12 +1,10 @@
 """Mutation proof: each safety check of the README's guarantees table passes against the real
 client and FAILS against a deliberately broken one. A check never seen failing proves nothing.
 
-| guarantee | broken client | check |
-|---|---|---|
-| a send is never POSTed twice | a session that re-sends a POST after a timeout | check_no_double_send |
-| a message is never retried twice in a run | an orchestrator whose de-duplication is off | check_no_double_retry |
-| a batch retry never fires while a message is created | a settle loop that ignores ``created`` | check_no_batch_flipped |
-| at most ``rate`` calls in any second, no 429 | a limiter with a burst (``AsyncLimiter(r, 1)``) | check_budget |
+- no double send: a session that re-sends a POST after a timeout (check_no_double_send);
+- no double retry: an orchestrator whose de-duplication is off (check_no_double_retry);
+- no batch flipped: a settle loop that ignores ``created`` (check_no_batch_flipped);
+- at most ``rate`` calls in any second, no 429: a limiter with a burst (check_budget).
 """
 
 from __future__ import annotations

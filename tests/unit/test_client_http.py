@@ -510,3 +510,48 @@ async def test_closed_client_refuses_calls(client: pa.PostmanClient) -> None:
     await client.aclose()
     with pytest.raises(pa.PostmanError, match="closed"):
         await client.get_message("message_1")
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"OK", b"<html>Created</html>", b'{"status": "queued"}', b"\x00\xff"]
+)
+async def test_batch_retry_2xx_with_any_body_means_fired(
+    client: pa.PostmanClient, http: aioresponses, body: bytes
+) -> None:
+    http.post(f"{BASE}/campaigns/{CID}/batch/b1/retry", status=201, body=body)
+    assert await client.retry_batch("b1") is None
+    assert len(_sent(http, "POST", f"{BASE}/campaigns/{CID}/batch/b1/retry")) == 1
+
+
+async def test_lost_retry_answer_left_failure_is_retried_confirmed_by_read_back(
+    client: pa.PostmanClient, http: aioresponses
+) -> None:
+    """No attempt counts in the read (a send-shaped payload), but the message left failure
+    after our POST: only a retry moves it on, so the retry took."""
+    from postman_async._executor import Executor
+    from postman_async._fanout import retry_each
+    from postman_async.reports import MessageState, RetryReport
+    from postman_async.rules import AttemptCap
+
+    http.post(f"{MSG}/message_1/retry", exception=aiohttp.ServerDisconnectedError())
+    http.get(f"{MSG}/message_1", payload={**MESSAGE, "latestStatus": "enqueued"})
+    executor = Executor(
+        client=client,
+        cap=AttemptCap(),
+        priority=pa.Priority.BULK,
+        concurrency=1,
+        keep_messages=False,
+        diagnose_skips=True,
+        not_worth=frozenset(),
+        poll_interval=1.0,
+        max_poll_interval=1.0,
+        telco_final_after=0.0,
+        clock=lambda: 0.0,
+        sleep=asyncio.sleep,
+    )
+    known = {"message_1": MessageState("message_1", pa.MessageStatus.FAILURE, None)}
+    report = await retry_each(executor, ["message_1"], RetryReport(), known=known)
+    result = report["message_1"]
+    assert result.outcome is pa.Outcome.RETRIED
+    assert result.detail == "status enqueued (answer lost; confirmed by read-back)"
+    assert len(_sent(http, "POST", f"{MSG}/message_1/retry")) == 1  # never re-POSTed

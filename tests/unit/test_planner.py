@@ -40,7 +40,9 @@ ROUNDS = [
     ),
     (
         "one worthy among unworthy: a single retry, and the note says why",
-        states(st("a", F), st("b", F, error="recipient_invalid"), st("c", F, error="content_invalid")),
+        states(
+            st("a", F), st("b", F, error="recipient_invalid"), st("c", F, error="content_invalid")
+        ),
         ["batch_a"], set(), [], ["a"], [], ["1 single retry"],
     ),
     (
@@ -135,7 +137,10 @@ def test_after_probes_the_rest_are_sent_or_known_exhausted() -> None:
 
 BATCHES = [
     # (case, states, batch status, cap, verdict)
-    ("resolved with a failure", [st("a", F), st("b", S)], None, AttemptCap(), BatchVerdict.RETRYABLE),
+    (
+        "resolved with a failure",
+        [st("a", F), st("b", S)], None, AttemptCap(), BatchVerdict.RETRYABLE,
+    ),
     ("a created message", [st("a", F), st("b", C)], None, AttemptCap(), BatchVerdict.UNRESOLVED),
     (
         "status unknown (absent): fire if nothing is created",

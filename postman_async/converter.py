@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import types
 import typing
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
@@ -27,6 +28,12 @@ _CAMEL_BOUNDARY = re.compile(r"_([a-z0-9])")
 _RENAMES: dict[tuple[type, str], str] = {(Batch, "batch_message"): "BatchMessage"}
 
 
+class DecodeError(ValueError):
+    """The data does not have the documented shape (wrapped in MalformedResponseError). Our
+    hooks raise only this, so a KeyError, TypeError or AttributeError under a
+    MalformedResponseError can only be a bug, and the fuzz tests look for one."""
+
+
 def to_camel(name: str) -> str:
     return _CAMEL_BOUNDARY.sub(lambda m: m.group(1).upper(), name)
 
@@ -35,7 +42,7 @@ def parse_timestamp(value: object) -> datetime:
     """ISO 8601 to an aware datetime. ``Z`` is accepted; a timestamp without an offset is taken
     as Singapore time, the API's own zone."""
     if not isinstance(value, str):
-        raise TypeError(f"timestamp must be a string, got {type(value).__name__}")
+        raise DecodeError(f"timestamp must be a string, got {type(value).__name__}")
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
@@ -48,24 +55,24 @@ def _strict_str(value: object, _: object) -> str:
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
-    raise TypeError(f"expected a string, got {type(value).__name__}")
+    raise DecodeError(f"expected a string, got {type(value).__name__}")
 
 
 def _strict_int(value: object, _: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    raise TypeError(f"expected an integer, got {type(value).__name__}")
+    raise DecodeError(f"expected an integer, got {type(value).__name__}")
 
 
 def _strict_bool(value: object, _: object) -> bool:
     if isinstance(value, bool):
         return value
-    raise TypeError(f"expected a boolean, got {type(value).__name__}")
+    raise DecodeError(f"expected a boolean, got {type(value).__name__}")
 
 
 def _structure_open_enum(value: object, cls: type[T]) -> T:
     if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {type(value).__name__}")
+        raise DecodeError(f"expected a string, got {type(value).__name__}")
     return cls(value)  # type: ignore[call-arg]
 
 
@@ -117,30 +124,54 @@ def _make_converter() -> cattrs.Converter:
 
         def structure_tuple(value: Any, _: Any) -> Any:
             if not isinstance(value, (list, tuple)):
-                raise TypeError(f"expected a list, got {type(value).__name__}")
+                raise DecodeError(f"expected a list, got {type(value).__name__}")
             return tuple(hook(item, inner) for item in value)
 
         return structure_tuple
 
     conv.register_structure_hook_factory(_is_optional, optional_hook)
     conv.register_structure_hook_factory(_is_homogeneous_tuple, tuple_hook)
-    conv.register_structure_hook_factory(
-        attrs.has, lambda cls: make_dict_structure_fn(cls, conv, **names(cls))
-    )
+
+    def object_hook(cls: type) -> Any:
+        structure: Callable[[Any, Any], Any] = make_dict_structure_fn(cls, conv, **names(cls))
+        required = [
+            names(cls)[a.name].rename or a.name
+            for a in attrs.fields(cls)
+            if a.default is attrs.NOTHING
+        ]
+
+        def structure_object(value: Any, _: Any) -> Any:
+            if not isinstance(value, dict):
+                raise DecodeError(f"expected an object, got {type(value).__name__}")
+            if missing := [k for k in required if k not in value]:
+                raise DecodeError(f"missing {', '.join(missing)}")
+            return structure(value, cls)
+
+        return structure_object
+
+    conv.register_structure_hook_factory(attrs.has, object_hook)
     conv.register_unstructure_hook_factory(
         attrs.has, lambda cls: make_dict_unstructure_fn(cls, conv, **names(cls))
     )
 
-    structure_attempt = make_dict_structure_fn(MessageAttempt, conv, **names(MessageAttempt))
+    structure_attempt = object_hook(MessageAttempt)
 
     def attempt_hook(value: Any, cls: type) -> MessageAttempt:
         # attempts[] nests {"error": {"type", "code"}}; messageAttempts[] is flat.
         if isinstance(value, dict) and isinstance(value.get("error"), dict):
             error = value["error"]
             value = {**value, "errorType": error.get("type"), "errorCode": error.get("code")}
-        return structure_attempt(value, cls)
+        attempt: MessageAttempt = structure_attempt(value, cls)
+        return attempt
 
     conv.register_structure_hook(MessageAttempt, attempt_hook)
+
+    def string_map(value: Any, _: Any) -> dict[str, str]:
+        if not isinstance(value, dict):
+            raise DecodeError(f"expected an object, got {type(value).__name__}")
+        return {_strict_str(k, str): _strict_str(v, str) for k, v in value.items()}
+
+    conv.register_structure_hook_func(lambda t: t == dict[str, str], string_map)
     return conv
 
 

@@ -1,7 +1,8 @@
 """Fuzzing with hypothesis: hostile or garbled input only ever yields typed errors.
 
 Never KeyError, TypeError, AttributeError or anything else untyped: decoding raises
-MalformedResponseError, error decoding always returns an APIError, validators raise
+MalformedResponseError, with no such error hidden behind it (its ``__cause__`` is checked),
+both for random JSON and for valid payloads with one field mutated; error decoding always returns an APIError, validators raise
 ValidationError (and what they accept is safe), and pagination visits every item once.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import string
+import sys
 from typing import Any
 
 from hypothesis import given, settings
@@ -36,6 +38,9 @@ from postman_async.validation import (
     validate_search,
     validate_values,
 )
+
+if sys.version_info < (3, 11):  # pragma: no cover - the backport cattrs uses on 3.10
+    from exceptiongroup import BaseExceptionGroup
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -68,14 +73,103 @@ timestamps = st.text(max_size=40) | st.sampled_from(
 )
 
 
+FORBIDDEN = (KeyError, TypeError, AttributeError, IndexError)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _decode_typed(model: type, data: Any) -> Any:
+    """Decode; a failure must be a MalformedResponseError with nothing untyped behind it."""
+    try:
+        return decode(model, data)
+    except pa.MalformedResponseError as exc:
+        cause = exc.__cause__
+        hidden = [e for e in (_leaves(cause) if cause else []) if isinstance(e, FORBIDDEN)]
+        assert not hidden, f"{hidden!r} hides behind {exc}"
+        return None
+
+
+#: Valid payloads of each shape (reference §2), to mutate one field at a time.
+VALID = {
+    pa.Message: {
+        "id": "message_1",
+        "recipient": "6591234567",
+        "values": {"body": "hi"},
+        "latestStatus": "failure",
+        "createdAt": "2024-05-16T10:30:50.904+08:00",
+        "numAttempts": 2,
+        "templateBody": {"id": "tb_1", "language": "english", "body": "{{body}}"},
+        "batches": [
+            {
+                "id": "batch_1",
+                "status": "messages_enqueued",
+                "totalMessages": 3,
+                "BatchMessage": {"id": "685", "batchId": "batch_1", "messageId": "message_1"},
+            }
+        ],
+        "attempts": [
+            {
+                "status": "failure",
+                "createdAt": "2024-05-16T10:30:50.904+08:00",
+                "deliveredAt": None,
+                "error": {"type": "delivery_error", "code": "recipient_unavailable"},
+            }
+        ],
+        "messageAttempts": [{"id": "a1", "messageId": "message_1", "status": "failure"}],
+    },
+    pa.Page: {
+        "data": [{"id": "message_1", "latestStatus": "success"}],
+        "pageData": {"hasNextPage": True, "endCursor": "WyJhIiwiYiJd"},
+    },
+    pa.BatchSendResult: {"isValid": True, "batchId": "batch_1"},
+}
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    paths = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            paths += _paths(inner, (*prefix, key))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            paths += _paths(inner, (*prefix, index))
+    return paths
+
+
+def _mutated(payload: Any, path: tuple[Any, ...], replacement: Any, delete: bool) -> Any:
+    copy = json.loads(json.dumps(payload))
+    parent = copy
+    for step in path[:-1]:
+        parent = parent[step]
+    if delete and isinstance(parent, dict):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = replacement
+    return copy
+
+
+@settings(max_examples=400)
+@given(data=st.data(), replacement=json_values, delete=st.booleans())
+def test_one_field_of_a_valid_payload_mutated_is_typed(
+    data: st.DataObject, replacement: Any, delete: bool
+) -> None:
+    model = data.draw(st.sampled_from(list(VALID)))
+    payload = VALID[model]
+    path = data.draw(st.sampled_from(_paths(payload)))
+    _decode_typed(model, _mutated(payload, path, replacement, delete))
+
+
 @settings(max_examples=300)
 @given(
     data=json_values | message_like,
     model=st.sampled_from([pa.Message, pa.Page, pa.BatchSendResult, pa.MessageAttempt, pa.Batch]),
 )
 def test_decoding_random_json_is_typed(data: Any, model: type) -> None:
-    with contextlib.suppress(pa.MalformedResponseError):
-        decode(model, data)
+    _decode_typed(model, data)
 
 
 @settings(max_examples=200)
@@ -114,7 +208,7 @@ def test_truncated_and_huge_bodies(cut: int) -> None:
     ).encode()
     truncated = page[: len(page) - cut]
     with contextlib.suppress(pa.MalformedResponseError):
-        decode(pa.Page, decode_body(truncated))
+        _decode_typed(pa.Page, decode_body(truncated))
     deep = b"[" * 50_000 + b"]" * 50_000
     with contextlib.suppress(pa.MalformedResponseError):
         decode(pa.Page, decode_body(deep))

@@ -2,8 +2,9 @@
 
 Never KeyError, TypeError, AttributeError or anything else untyped: decoding raises
 MalformedResponseError, with no such error hidden behind it (its ``__cause__`` is checked),
-both for random JSON and for valid payloads with one field mutated; error decoding always returns an APIError, validators raise
-ValidationError (and what they accept is safe), and pagination visits every item once.
+both for random JSON and for valid payloads with one field mutated; error decoding always
+returns an APIError, validators raise ValidationError (and what they accept is safe), and
+pagination visits every item once.
 """
 
 from __future__ import annotations

@@ -166,29 +166,16 @@ def plan_round(
     if nothing in the batch is ``created`` and no message was POSTed to since it was last read
     (``stale``): the decision rests on the freshest read.
     """
-    worthy: dict[str | None, list[str]] = {}
-    unworthy: dict[str | None, list[str]] = {}
-    failed = exhausted = not_worth_count = 0
-    for state in states.values():
-        if state.status != MessageStatus.FAILURE:
-            continue
-        failed += 1
-        if cap.refuses(state.attempts or 0):
-            exhausted += 1
-        elif not rules.worth_retrying(state.error_code, not_worth):
-            not_worth_count += 1
-            unworthy.setdefault(state.batch_id, []).append(state.message_id)
-        else:
-            worthy.setdefault(state.batch_id, []).append(state.message_id)
+    failures = _Failures.of(states, cap, not_worth)
     notes: list[str] = []
-    if exhausted:
-        notes.append(f"{exhausted} exhausted: {cap.describe()}")
-    singles = list(worthy.pop(None, []))
+    if failures.exhausted:
+        notes.append(f"{failures.exhausted} exhausted: {cap.describe()}")
+    singles = list(failures.worthy.pop(None, []))
     fire: list[BatchPlan] = []
     held: list[BatchPlan] = []
-    for batch_id, ids in worthy.items():
+    for batch_id, ids in failures.worthy.items():
         assert batch_id is not None  # messages outside any batch were popped above
-        extra = unworthy.get(batch_id, [])
+        extra = failures.unworthy.get(batch_id, [])
         if batch_id not in batch_ids or (extra and len(ids) == 1):
             singles.extend(ids)
             if batch_id in batch_ids:
@@ -197,18 +184,8 @@ def plan_round(
                     f"{len(extra)} message(s) not worth retrying"
                 )
             continue
-        members = [s for s in states.values() if s.batch_id == batch_id]
-        plan = plan_batch_retry(batch_id, members, cap)
-        if stale and any(s.message_id in stale for s in members):
-            plan = attrs.evolve(plan, verdict=BatchVerdict.UNRESOLVED)
-            notes.append(f"batch {batch_id}: not retried: a message is unread since a POST")
-        elif not plan.fire:
-            notes.append(f"batch {batch_id} not retried: {plan.verdict.value}")
-        elif extra:
-            notes.append(
-                f"batch {batch_id}: one batch retry (1 call) instead of {len(ids)} single "
-                f"retries; it also retries {len(extra)} message(s) not worth retrying"
-            )
+        plan, note = _gate_batch(batch_id, len(ids), len(extra), states, cap, stale)
+        notes += [note] if note else []
         (fire if plan.fire else held).append(plan)
     sure, probes, uncertain = split_by_cap(singles, states, cap)
     return RoundPlan(
@@ -217,11 +194,64 @@ def plan_round(
         probes=tuple(probes),
         uncertain=tuple(uncertain),
         held_batches=tuple(held),
-        failed=failed,
-        exhausted=exhausted,
-        not_worth_retrying=not_worth_count,
+        failed=failures.failed,
+        exhausted=failures.exhausted,
+        not_worth_retrying=failures.not_worth,
         notes=tuple(notes),
     )
+
+
+@attrs.define
+class _Failures:
+    """The failed messages of a round, by batch: worth retrying, or not; and the counts."""
+
+    worthy: dict[str | None, list[str]] = attrs.field(factory=dict)
+    unworthy: dict[str | None, list[str]] = attrs.field(factory=dict)
+    failed: int = 0
+    exhausted: int = 0
+    not_worth: int = 0
+
+    @classmethod
+    def of(
+        cls, states: Mapping[str, MessageState], cap: AttemptCap, not_worth: Collection[str]
+    ) -> _Failures:
+        out = cls()
+        for state in states.values():
+            if state.status != MessageStatus.FAILURE:
+                continue
+            out.failed += 1
+            if cap.refuses(state.attempts or 0):
+                out.exhausted += 1
+            elif not rules.worth_retrying(state.error_code, not_worth):
+                out.not_worth += 1
+                out.unworthy.setdefault(state.batch_id, []).append(state.message_id)
+            else:
+                out.worthy.setdefault(state.batch_id, []).append(state.message_id)
+        return out
+
+
+def _gate_batch(
+    batch_id: str,
+    worthy: int,
+    unworthy: int,
+    states: Mapping[str, MessageState],
+    cap: AttemptCap,
+    stale: Collection[str],
+) -> tuple[BatchPlan, str | None]:
+    """The batch's plan, held while a message is unread since a POST; and a note on it."""
+    members = [s for s in states.values() if s.batch_id == batch_id]
+    plan = plan_batch_retry(batch_id, members, cap)
+    if stale and any(s.message_id in stale for s in members):
+        held = attrs.evolve(plan, verdict=BatchVerdict.UNRESOLVED)
+        return held, f"batch {batch_id}: not retried: a message is unread since a POST"
+    if not plan.fire:
+        return plan, f"batch {batch_id} not retried: {plan.verdict.value}"
+    if unworthy:
+        return plan, (
+            f"batch {batch_id}: one batch retry (1 call) instead of {worthy} single "
+            f"retries; it also retries {unworthy} message(s) not worth retrying"
+        )
+    return plan, None
 
 
 def split_by_cap(

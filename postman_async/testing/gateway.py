@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from aiohttp import web
@@ -146,3 +146,23 @@ class Gateway:
         return web.Response(
             status=status, text="<html>Bad Gateway</html>", content_type="text/html"
         )
+
+    async def admin_stats(self, request: web.Request) -> web.Response:
+        """Ground truth for tests and benchmarks that run the simulator in another process
+        (no auth, no rate limit: the simulator only listens on loopback by default)."""
+        campaign_id = request.query.get("campaign", self.sim.campaign_id)
+        stats = self.sim.stats(campaign_id)
+        body: dict[str, Any] = {
+            "requests": stats.requests,
+            "throttled": stats.throttled,
+            "maxPerSecond": stats.max_per_second,
+            "byRoute": dict(stats.by_route),
+            "retryPosts": sum(self.sim.posts.retries.values()),
+            "maxRetryPostsPerMessage": max(self.sim.posts.retries.values(), default=0),
+            "maxSendPostsPerAction": max(self.sim.posts.sends.values(), default=0),
+        }
+        if request.query.get("posts"):
+            body["posts"] = self.sim.posts.to_dict()
+        if request.query.get("times"):
+            body["times"] = self.sim.request_times(campaign_id)
+        return web.json_response(body)

@@ -16,7 +16,6 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import attrs
 from aiohttp import web
@@ -50,7 +49,13 @@ class SimulatorStats:
 
 
 class PostmanSimulator:
-    """A faithful local Postman v2 API. See the module docstring and the README."""
+    """A faithful local Postman v2 API. See the module docstring and the README.
+
+    Settings follow the reference's ASSUMPTIONs: ``max_attempts`` is the attempt cap with the
+    original send counted (3, or 4 for the "retried 3 times" reading); ``retry_failure_rate``
+    makes retried failures fail again (default: as ``failure_rate``); ``clock`` is injectable
+    and :meth:`advance` moves the lifecycle on; ``faults`` injects seeded failures.
+    """
 
     def __init__(
         self,
@@ -377,8 +382,9 @@ class PostmanSimulator:
         return message.attempts[-1].status_at(self.now(), self.lifecycle_delays)
 
     def _make_app(self) -> web.Application:
+        gateway = Gateway(self)
         app = web.Application(
-            middlewares=[Gateway(self).middleware],
+            middlewares=[gateway.middleware],
             client_max_size=self.max_csv_bytes + 1024 * 1024,
         )
         endpoints = Endpoints(self)
@@ -390,28 +396,8 @@ class PostmanSimulator:
         app.router.add_post(p + "/batch/messages", endpoints.send_batch)
         app.router.add_post(p + "/batch/{batch_id}/retry", endpoints.retry_batch)
         app.router.add_get(p + "/batch/{batch_id}/messages", endpoints.list_batch)
-        app.router.add_get(ADMIN_PREFIX + "/stats", self._admin_stats)
+        app.router.add_get(ADMIN_PREFIX + "/stats", gateway.admin_stats)
         return app
-
-    async def _admin_stats(self, request: web.Request) -> web.Response:
-        """Ground truth for tests and benchmarks that run the simulator in another process
-        (no auth, no rate limit: the simulator only listens on loopback by default)."""
-        campaign_id = request.query.get("campaign", self.campaign_id)
-        stats = self.stats(campaign_id)
-        body: dict[str, Any] = {
-            "requests": stats.requests,
-            "throttled": stats.throttled,
-            "maxPerSecond": stats.max_per_second,
-            "byRoute": dict(stats.by_route),
-            "retryPosts": sum(self.posts.retries.values()),
-            "maxRetryPostsPerMessage": max(self.posts.retries.values(), default=0),
-            "maxSendPostsPerAction": max(self.posts.sends.values(), default=0),
-        }
-        if request.query.get("posts"):
-            body["posts"] = self.posts.to_dict()
-        if request.query.get("times"):
-            body["times"] = self.request_times(campaign_id)
-        return web.json_response(body)
 
 
 def campaign_summary(sim: PostmanSimulator) -> str:

@@ -7,6 +7,7 @@ The loops that carry out plans (``_fanout``, ``_polling``, ``_batches``, ``_sett
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -21,6 +22,7 @@ from .errors import (
     RetryBudgetExhaustedError,
 )
 from .models import Priority
+from .planner import PageMap
 from .ratelimit import Clock, RateLimiter, Sleep
 from .reports import MessageState
 from .rules import AttemptCap
@@ -64,6 +66,37 @@ class Executor:
         states: list[MessageState] = []
         pages = self.client.list_batch_messages(batch_id, page_size=1000, priority=self.priority)
         async for page in pages.pages(before_each=self.pace):
+            states.extend(MessageState.of(m, batch_id) for m in page.data)
+        return states
+
+    async def scan_batch(
+        self, batch_id: str, is_final: Callable[[MessageState], bool]
+    ) -> tuple[list[MessageState], PageMap | None]:
+        """A poll's read of a batch: pages until one holds no final message. Listings are
+        newest first and a batch's messages are created together, so the pages after such a
+        page have not moved on either: reading them now would spend calls on nothing. Returns
+        the states read and, when the whole batch was read, its page map."""
+        states: list[MessageState] = []
+        page_map: PageMap = []
+        cursor: str | None = None
+        pages = self.client.list_batch_messages(batch_id, page_size=1000, priority=self.priority)
+        async with contextlib.aclosing(pages.pages(before_each=self.pace)) as reading:
+            async for page in reading:
+                read = [MessageState.of(m, batch_id) for m in page.data]
+                states.extend(read)
+                page_map.append((cursor, frozenset(s.message_id for s in read)))
+                cursor = page.next_cursor
+                if read and cursor and not any(is_final(s) for s in read):
+                    return states, None
+        return states, page_map
+
+    async def read_pages(self, batch_id: str, cursors: Iterable[str | None]) -> list[MessageState]:
+        """Some pages of a batch listing, each by the cursor that fetched it before."""
+        pages = self.client.list_batch_messages(batch_id, page_size=1000, priority=self.priority)
+        states: list[MessageState] = []
+        for cursor in cursors:
+            await self.pace()
+            page = await pages.fetch(after=cursor)
             states.extend(MessageState.of(m, batch_id) for m in page.data)
         return states
 

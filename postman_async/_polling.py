@@ -11,7 +11,7 @@ import attrs
 from ._executor import FATAL_ERRORS, Executor
 from .errors import NotFoundError, PostmanError
 from .models import MessageStatus
-from .planner import is_settled, read_by_listing
+from .planner import PageMap, is_settled, plan_batch_read
 from .reports import MessageState, OutcomesReport
 from .validation import validate_id
 
@@ -24,6 +24,7 @@ class _PollRun:
 
     ex: Executor
     report: OutcomesReport = attrs.field(factory=OutcomesReport)
+    page_maps: dict[str, PageMap] = attrs.field(factory=dict)
     telco_since: dict[str, float] = attrs.field(factory=dict)
     changed: bool = False
 
@@ -50,15 +51,17 @@ async def poll(
     initial_delay: float = 0.0,
     batch_pending: Mapping[str, Collection[str]] | None = None,
     batch_sizes: Mapping[str, int] | None = None,
+    page_maps: dict[str, PageMap] | None = None,
 ) -> OutcomesReport:
     """Poll until every message is final or ``timeout`` s pass. ``batch_pending`` (per batch,
-    the messages still expected to change) and ``batch_sizes`` let a poll read by GETs when
-    that costs fewer calls than the listing."""
+    the messages still expected to change), ``batch_sizes`` and ``page_maps`` (kept and
+    updated across calls) let a poll read by GETs, or only the pages that hold pending
+    messages, when that costs fewer calls than the whole listing."""
     for message_id in message_ids:
         validate_id("message_id", message_id)
     for batch_id in batch_ids:
         validate_id("batch_id", batch_id)
-    run = _PollRun(ex)
+    run = _PollRun(ex, page_maps=page_maps if page_maps is not None else {})
     deadline = ex.clock() + timeout
     pending: dict[str, set[str] | None] = {
         b: (set(batch_pending[b]) if batch_pending and b in batch_pending else None)
@@ -99,20 +102,28 @@ async def _poll_batch(
     run: _PollRun, batch_id: str, waiting: set[str] | None, sizes: dict[str, int]
 ) -> set[str] | None:
     """One poll of one batch; the messages still not final, or None if the read failed."""
-    if not read_by_listing(waiting, sizes.get(batch_id)):
+    plan = plan_batch_read(waiting, sizes.get(batch_id), run.page_maps.get(batch_id))
+    if plan.gets:
         assert waiting is not None
         states = await read_messages(run.ex, waiting, batch_id, run.report)
     else:
         try:
-            states = await run.ex.read_batch(batch_id)
+            if plan.pages:
+                states = await run.ex.read_pages(batch_id, plan.pages)
+            else:
+                states, page_map = await run.ex.scan_batch(batch_id, run.settled)
+                if page_map is None:  # the rest has not moved on yet: read it next poll
+                    return {s.message_id for s in states if not run.take(s)}
+                run.page_maps[batch_id] = page_map
+                sizes[batch_id] = len(states)
+                waiting = set()
         except FATAL_ERRORS:
             raise
         except PostmanError as exc:
             run.report.read_errors += 1
             logger.warning("reading batch %s failed (%s); next poll", batch_id, exc)
             return None
-        sizes[batch_id] = len(states)
-        waiting = set()
+    assert waiting is not None
     for state in states:
         if run.take(state):
             waiting.discard(state.message_id)

@@ -19,6 +19,7 @@ from ._polling import poll
 from ._session import count_calls
 from .models import MessageStatus
 from .planner import (
+    PageMap,
     RoundPlan,
     Watch,
     learn_from_batch_answer,
@@ -58,6 +59,8 @@ class SettleRun:
     stale: set[str] = attrs.field(factory=set)
     #: failed messages covered by a fired batch retry -> their attempts before it
     fired_before: dict[str, int] = attrs.field(factory=dict)
+    #: each batch's listing pages, so a poll can read only the pages that hold pending ones
+    page_maps: dict[str, PageMap] = attrs.field(factory=dict)
     calls: list[int] = attrs.field(factory=lambda: [0])
 
     def progress(self, phase: Phase, number: int) -> None:
@@ -90,6 +93,7 @@ class SettleRun:
                 initial_delay=0.0 if number == 1 else self.ex.poll_interval,
                 batch_pending=watch.batch_pending,
                 batch_sizes=watch.batch_sizes,
+                page_maps=self.page_maps,
             )
         round_report.calls_reads = reads[0]
         self.report.states.update(outcomes.states)

@@ -8,7 +8,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import IO, Any, TypeVar
 
@@ -62,7 +62,7 @@ class MessagePages:
 
     async def pages(
         self, *, before_each: Callable[[], Awaitable[None]] | None = None
-    ) -> AsyncIterator[Page]:
+    ) -> AsyncGenerator[Page, None]:
         """Every page, following ``after``; ``before_each`` is awaited before each fetch."""
         cursor: str | None = None
         seen: set[str] = set()

@@ -114,12 +114,41 @@ def learn_from_nothing_to_retry(cap: AttemptCap, states: Iterable[MessageState])
 # -- polling --------------------------------------------------------------------------------
 
 
-def read_by_listing(waiting: Collection[str] | None, size: int | None) -> bool:
-    """Read a batch with its listing (1 call per 1,000 messages) or with GETs of the messages
-    still pending, whichever costs fewer calls."""
-    if waiting is None or size is None:
-        return True
-    return len(waiting) >= -(-size // LISTING_PAGE)
+#: A batch listing's pages as last read: the ``after`` cursor that fetches each page (None:
+#: the first) and the IDs it held. A batch's messages keep their ``createdAt``, so the pages
+#: stay as they are and one page can be read again on its own.
+PageMap = list[tuple[str | None, frozenset[str]]]
+
+
+@attrs.frozen
+class BatchRead:
+    """How one poll reads a batch: GETs of some messages, some pages by cursor, or (neither)
+    the whole listing."""
+
+    gets: tuple[str, ...] = ()
+    pages: tuple[str | None, ...] = ()
+
+    @property
+    def whole(self) -> bool:
+        return not self.gets and not self.pages
+
+
+def plan_batch_read(
+    waiting: Collection[str] | None, size: int | None, page_map: PageMap | None = None
+) -> BatchRead:
+    """The cheapest read of a batch whose pending messages are ``waiting`` (None: unknown):
+    GETs of them (1 call each), the pages that hold them (1 call each), or the whole listing
+    (1 call per 1,000 messages)."""
+    if waiting is None or (size is None and not page_map):
+        return BatchRead()
+    listing = len(page_map) if page_map else -(-(size or 0) // LISTING_PAGE)
+    if page_map:
+        pages = [cursor for cursor, ids in page_map if not ids.isdisjoint(waiting)]
+        if len(pages) < min(len(waiting), listing):
+            return BatchRead(pages=tuple(pages))
+    if len(waiting) < listing:
+        return BatchRead(gets=tuple(sorted(waiting)))
+    return BatchRead()
 
 
 def is_settled(

@@ -246,12 +246,32 @@ def test_retry_took(
 # -- polling and diagnosis ----------------------------------------------------------------
 
 
+PAGES = [(None, frozenset({"a", "b"})), ("c1", frozenset({"c", "d"})), ("c2", frozenset({"e"}))]
+READS = [
+    # (case, waiting, size, page map, gets, pages)
+    ("nothing known: the whole listing", None, None, None, (), ()),
+    ("one pending of 2,500: a GET", {"a"}, 2500, None, ("a",), ()),
+    ("three pending of 2,500: the listing (3 pages)", {"a", "b", "c"}, 2500, None, (), ()),
+    ("pending on one page of three: that page", {"c", "d"}, 5, PAGES, (), ("c1",)),
+    ("pending on every page: the listing", {"a", "c", "e"}, 5, PAGES, (), ()),
+    ("one pending with a page map: a GET", {"e"}, 5, PAGES, ("e",), ()),
+]  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    ("waiting", "size", "listing"),
-    [(None, None, True), ({"a"}, 2500, False), ({"a", "b", "c"}, 2500, True), (set(), 10, False)],
+    ("case", "waiting", "size", "page_map", "gets", "pages"), READS, ids=[r[0] for r in READS]
 )
-def test_read_by_listing(waiting: set[str] | None, size: int | None, listing: bool) -> None:
-    assert planner.read_by_listing(waiting, size) is listing
+def test_plan_batch_read(
+    case: str,
+    waiting: set[str] | None,
+    size: int | None,
+    page_map: planner.PageMap | None,
+    gets: tuple[str, ...],
+    pages: tuple[str | None, ...],
+) -> None:
+    read = planner.plan_batch_read(waiting, size, page_map)
+    assert (read.gets, read.pages) == (gets, pages)
+    assert read.whole is (not gets and not pages)
 
 
 def test_is_settled_waits_for_telco_abroad_only() -> None:

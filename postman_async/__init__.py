@@ -1,7 +1,7 @@
 """postman_async: an asyncio SDK for Postman v2, the Singapore government's SMS API."""
 
 from ._version import __version__
-from .client import PRODUCTION_URL, TEST_URL, MessagePages, PostmanClient
+from .client import PRODUCTION_URL, TEST_URL, PostmanClient
 from .converter import converter
 from .errors import (
     APIError,
@@ -29,6 +29,7 @@ from .errors import (
     UnresolvedBatchMessagesError,
     ValidationError,
 )
+from .listing import MessagePages
 from .models import (
     Batch,
     BatchSendResult,

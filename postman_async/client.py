@@ -8,7 +8,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import IO, Any, TypeVar
 
@@ -17,6 +17,7 @@ import aiohttp
 from ._session import DEFAULT_MAX_RESPONSE_BYTES, HttpSession, shared_retry_budget
 from .converter import decode
 from .errors import MalformedResponseError, OutcomeUnknownError, PostmanError, ValidationError
+from .listing import MessagePages
 from .models import BatchSendResult, Message, MessageStatus, Page, Priority
 from .protocol import (
     Request,
@@ -47,44 +48,6 @@ def default_base_url(api_key: str) -> str:
     """The environment a key belongs to: ``key_test_`` -> test, anything else -> production
     (the same rule as OGP's own Postman client)."""
     return TEST_URL if api_key.startswith("key_test_") else PRODUCTION_URL
-
-
-class MessagePages:
-    """A listing: ``async for message in pages`` follows the ``after`` cursor through every
-    page; :meth:`pages` yields whole pages; :meth:`fetch` gets one page by cursor."""
-
-    def __init__(self, fetch: Callable[..., Awaitable[Page]]) -> None:
-        self._fetch = fetch
-
-    async def fetch(self, *, after: str | None = None, before: str | None = None) -> Page:
-        """One page: the newest, or the one after/before a cursor."""
-        return await self._fetch(after=after, before=before)
-
-    async def pages(
-        self, *, before_each: Callable[[], Awaitable[None]] | None = None
-    ) -> AsyncGenerator[Page, None]:
-        """Every page, following ``after``; ``before_each`` is awaited before each fetch."""
-        cursor: str | None = None
-        seen: set[str] = set()
-        while True:
-            if before_each is not None:
-                await before_each()
-            page = await self._fetch(after=cursor, before=None)
-            yield page
-            cursor = page.next_cursor
-            if cursor is None:
-                return
-            if cursor in seen:
-                raise MalformedResponseError("the API returned a cursor it returned before")
-            seen.add(cursor)
-
-    async def _messages(self) -> AsyncIterator[Message]:
-        async for page in self.pages():
-            for message in page.data:
-                yield message
-
-    def __aiter__(self) -> AsyncIterator[Message]:
-        return self._messages()
 
 
 class PostmanClient:

@@ -38,7 +38,8 @@ class _OpenEnum(str, enum.Enum):
 
 
 class MessageStatus(_OpenEnum):
-    """A message's ``latestStatus`` (and an attempt's ``status``)."""
+    """A message's ``latestStatus`` (and an attempt's ``status``). Which ones are final, and
+    what they allow, is in :mod:`postman_async.rules`."""
 
     CREATED = "created"
     ENQUEUED = "enqueued"
@@ -47,12 +48,6 @@ class MessageStatus(_OpenEnum):
     SENT_TO_TELCO = "sent_to_telco"
     SUCCESS = "success"
     FAILURE = "failure"
-
-    @property
-    def is_terminal(self) -> bool:
-        """``success`` and ``failure`` never change without a retry. ``sent_to_telco`` is final
-        for foreign numbers only, which the status alone cannot tell."""
-        return self in (MessageStatus.SUCCESS, MessageStatus.FAILURE)
 
 
 class BatchStatus(_OpenEnum):
@@ -63,10 +58,6 @@ class BatchStatus(_OpenEnum):
     MESSAGES_ENQUEUED = "messages_enqueued"
     MESSAGES_ENQUEUING_FAILED = "messages_enqueuing_failed"
     SUCCESS = "success"
-
-    @property
-    def allows_retry(self) -> bool:
-        return self in (BatchStatus.MESSAGES_ENQUEUED, BatchStatus.MESSAGES_ENQUEUING_FAILED)
 
 
 class Language(_OpenEnum):

@@ -106,7 +106,8 @@ async def fire(
 async def _reconcile(ex: Executor, plan: BatchPlan, states: list[MessageState]) -> bool:
     """A lost batch-retry answer: it took if any message it would retry gained an attempt or
     left ``failure``."""
-    before = {s.message_id: s for s in states if s.message_id in set(plan.retried_ids)}
+    retried = set(plan.retried_ids)
+    before = {s.message_id: s for s in states if s.message_id in retried}
     try:
         after = await ex.read_batch(plan.batch_id)
     except FATAL_ERRORS:

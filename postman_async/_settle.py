@@ -179,7 +179,7 @@ async def settle(
             round_report = RoundReport(number)
             report.rounds.append(round_report)
             pending = await run.read(number, watch, round_report)
-            plan = plan_round(report.states, batches, ex.cap, ex.not_worth, run.stale)
+            plan = plan_round(report.states, run.batch_ids, ex.cap, ex.not_worth, run.stale)
             round_report.failed = plan.failed
             round_report.exhausted = plan.exhausted
             round_report.not_worth_retrying = plan.not_worth_retrying

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -28,6 +29,7 @@ from .models import Message, MessageStatus
 from .orchestrator import RetryOrchestrator
 from .reports import Outcome, RetryReport, SettleProgress
 from .testing.gateway import Faults
+from .testing.network import Network
 from .testing.simulator import PostmanSimulator, campaign_summary
 
 EXIT_INPUT, EXIT_AUTH, EXIT_BUDGET, EXIT_OTHER, EXIT_NOT_FIRED = 2, 3, 4, 1, 5
@@ -41,6 +43,17 @@ class CliError(Exception):
 
 
 # -- argument parsing ----------------------------------------------------------------------
+
+
+def _non_negative(text: str) -> float:
+    """A finite number >= 0 (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -138,6 +151,24 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--max-batch-rows", type=int, default=None)
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--server-error-rate", type=float, default=0.0)
+    sim.add_argument(
+        "--latency-ms",
+        type=_non_negative,
+        default=0.0,
+        help="one-way network delay added to each request, in and out (ms)",
+    )
+    sim.add_argument(
+        "--jitter-ms",
+        type=_non_negative,
+        default=0.0,
+        help="spread of that delay on top of --latency-ms (ms)",
+    )
+    sim.add_argument(
+        "--jitter-dist",
+        choices=("uniform", "lognormal"),
+        default="uniform",
+        help="uniform in [0, jitter], or lognormal (median jitter/2, heavy tail)",
+    )
     sim.add_argument("--latency", type=float, default=0.0)
     sim.add_argument(
         "--failed-messages",
@@ -454,6 +485,7 @@ async def cmd_simulator(args: argparse.Namespace, out: Output) -> int:
         max_batch_rows=args.max_batch_rows,
         seed=args.seed,
         faults=Faults(server_error_rate=args.server_error_rate, latency=args.latency),
+        network=Network(args.latency_ms / 1000, args.jitter_ms / 1000, args.jitter_dist),
     )
     failed = (MessageStatus.FAILURE, "delivery_error", "recipient_unavailable")
     ids = [sim.create_message(outcome=failed).id for _ in range(args.failed_messages)]

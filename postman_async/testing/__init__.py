@@ -2,6 +2,7 @@
 
 from .gateway import Faults, RequestRecord
 from .ground_truth import PostLedger, send_key
+from .network import Network
 from .process import SimulatorProcess
 from .simulator import PostmanSimulator, SimulatorStats
 from .state import TEST_NUMBERS, Campaign
@@ -10,6 +11,7 @@ __all__ = [
     "TEST_NUMBERS",
     "Campaign",
     "Faults",
+    "Network",
     "PostLedger",
     "PostmanSimulator",
     "RequestRecord",

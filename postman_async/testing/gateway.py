@@ -70,6 +70,15 @@ class Gateway:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith(ADMIN_PREFIX):
             return await handler(request)
+        network = self.sim.network
+        if network.active:  # the way in: the server sees the request only now
+            await self.sim.sleep(network.delay(self.sim._network_rng))
+        response = await self._serve(request, handler)
+        if network.active:  # the way back
+            await self.sim.sleep(network.delay(self.sim._network_rng))
+        return response
+
+    async def _serve(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         record = RequestRecord(self.sim.clock(), None, request.method, "?", 0)
         self.sim.request_log.append(record)
         resource = request.match_info.route.resource

@@ -15,7 +15,7 @@ import random
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import attrs
 from aiohttp import web
@@ -24,6 +24,7 @@ from . import server_rules as rules
 from .endpoints import Endpoints
 from .gateway import ADMIN_PREFIX, Faults, Gateway, RequestRecord
 from .ground_truth import PostLedger
+from .network import Network
 from .server_limits import CampaignRateLimiter, max_in_window
 from .state import (
     DEFAULT_STEP_DELAYS,
@@ -54,7 +55,9 @@ class PostmanSimulator:
     Settings follow the reference's ASSUMPTIONs: ``max_attempts`` is the attempt cap with the
     original send counted (3, or 4 for the "retried 3 times" reading); ``retry_failure_rate``
     makes retried failures fail again (default: as ``failure_rate``); ``clock`` is injectable
-    and :meth:`advance` moves the lifecycle on; ``faults`` injects seeded failures.
+    and :meth:`advance` moves the lifecycle on; ``faults`` injects seeded failures;
+    ``network`` delays each request on its way in (before the rate limiter sees it) and out,
+    waited with ``sleep``.
     """
 
     def __init__(
@@ -76,13 +79,19 @@ class PostmanSimulator:
         invalid_key_envelope: bool = True,
         ip_error: tuple[int, str] = (400, "invalid_ip_address_used"),
         faults: Faults | None = None,
+        network: Network | None = None,
         seed: int = 0,
         host: str = "127.0.0.1",
         port: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._rng = random.Random(seed)
         self._fault_rng = random.Random(seed + 1)
+        self._network_rng = random.Random(seed + 2)
+        #: one-way delays on the way in (before the limiter) and out; ``sleep`` waits them
+        self.network = network or Network()
+        self.sleep = sleep
         self.seed = seed
         self.campaigns: dict[str, Campaign] = {}
         for campaign in campaigns or [self._default_campaign()]:

@@ -195,80 +195,70 @@ class HttpSession:
             self.calls += 1
             for counter in _call_counters.get():
                 counter[0] += 1
-            error: PostmanError
-            certainly_dropped = False
-            try:
-                status, headers, body = await self._perform(request)
-            except _NotSent as exc:
-                error = _transport_error(exc.__cause__, request)
-                certainly_dropped = True
-                status = 0
-            except _MaybeSent as exc:
-                error = _transport_error(exc.__cause__, request)
-                status = 0
-            else:
-                latency = (self._clock() - started) * 1000
-                logger.debug(
-                    "%s %s -> %d attempt=%d latency=%.1fms",
-                    request.method,
-                    request.path,
-                    status,
-                    attempt,
-                    latency,
-                )
-                if 200 <= status < 300:
-                    try:
-                        value = decode(body) if decode is not None else None
-                    except MalformedResponseError as exc:
-                        if not request.is_idempotent:
-                            raise
-                        error = exc
-                    else:
-                        self.retry_budget.deposit()
-                        return RawResponse(status, headers, body, attempt, value)
-                else:
-                    error = error_from_response(
-                        status, headers, body, method=request.method, path=request.path
-                    )
-                    certainly_dropped = status == 429
-            if status == 0:
-                logger.debug(
-                    "%s %s -> %s attempt=%d",
-                    request.method,
-                    request.path,
-                    type(error).__name__,
-                    attempt,
-                )
-
+            outcome = await self._attempt(request, attempt, started, decode)
+            if isinstance(outcome, RawResponse):
+                self.retry_budget.deposit()
+                return outcome
+            error, certainly_dropped = outcome
             retryable = certainly_dropped or (request.is_idempotent and _transient(error))
             if not retryable or attempt > self.max_retries:
                 raise self._final(request, error, certainly_dropped, started)
-            if not self.retry_budget.withdraw():
-                raise RetryBudgetExhaustedError(
-                    f"retry budget exhausted; last error: {error}", cause=error
-                ) from error
-            if isinstance(error, TooManyRequestsError):
-                delay = error.retry_after
-                delay = self.backoff(attempt) if delay is None else min(delay, self.max_retry_after)
-                logger.info(
-                    "%s %s throttled (429), retrying in %.2fs (attempt %d)",
-                    request.method,
-                    request.path,
-                    delay,
-                    attempt,
-                )
-                await self.limiter.penalize(delay)
-            else:
-                delay = self.backoff(attempt)
-                logger.info(
-                    "%s %s failed (%s), retrying in %.2fs (attempt %d)",
-                    request.method,
-                    request.path,
-                    error,
-                    delay,
-                    attempt,
-                )
-                await self._sleep(delay)
+            await self._wait_to_retry(request, error, attempt)
+
+    async def _attempt(
+        self,
+        request: Request,
+        attempt: int,
+        started: float,
+        decode: Callable[[bytes], Any] | None,
+    ) -> RawResponse | tuple[PostmanError, bool]:
+        """One HTTP attempt: the response, or (the error, whether the server certainly
+        dropped the request)."""
+        where = (request.method, request.path)
+        try:
+            status, headers, body = await self._perform(request)
+        except (_NotSent, _MaybeSent) as exc:
+            error = _transport_error(exc.__cause__, request)
+            logger.debug("%s %s -> %s attempt=%d", *where, type(error).__name__, attempt)
+            return error, isinstance(exc, _NotSent)
+        latency = (self._clock() - started) * 1000
+        logger.debug("%s %s -> %d attempt=%d latency=%.1fms", *where, status, attempt, latency)
+        if not 200 <= status < 300:
+            error = error_from_response(status, headers, body, method=where[0], path=where[1])
+            return error, status == 429
+        try:
+            value = decode(body) if decode is not None else None
+        except MalformedResponseError as exc:
+            if not request.is_idempotent:
+                raise
+            return exc, False
+        return RawResponse(status, headers, body, attempt, value)
+
+    async def _wait_to_retry(self, request: Request, error: PostmanError, attempt: int) -> None:
+        """Withdraw from the retry budget, then wait: a 429 pauses the campaign's limiter
+        (``Retry-After`` when given), anything else backs off with full jitter."""
+        if not self.retry_budget.withdraw():
+            raise RetryBudgetExhaustedError(
+                f"retry budget exhausted; last error: {error}", cause=error
+            ) from error
+        where = (request.method, request.path)
+        if isinstance(error, TooManyRequestsError):
+            delay = error.retry_after
+            delay = self.backoff(attempt) if delay is None else min(delay, self.max_retry_after)
+            logger.info(
+                "%s %s throttled (429), retrying in %.2fs (attempt %d)", *where, delay, attempt
+            )
+            await self.limiter.penalize(delay)
+        else:
+            delay = self.backoff(attempt)
+            logger.info(
+                "%s %s failed (%s), retrying in %.2fs (attempt %d)",
+                *where,
+                error,
+                delay,
+                attempt,
+            )
+            await self._sleep(delay)
 
     @staticmethod
     def _final(

@@ -133,6 +133,8 @@ class HttpSession:
     ) -> None:
         self._base_url = str(base_url).rstrip("/")
         self.limiter = limiter
+        # Optional in the Limiter protocol: a limiter of one's own need not learn.
+        self._observe: Callable[[float], None] | None = getattr(limiter, "observe", None)
         self.retry_budget = retry_budget
         self.timeout = timeout
         self.max_retries = max_retries
@@ -221,8 +223,12 @@ class HttpSession:
             error = _transport_error(exc.__cause__, request)
             logger.debug("%s %s -> %s attempt=%d", *where, type(error).__name__, attempt)
             return error, isinstance(exc, _NotSent)
-        latency = (self._clock() - started) * 1000
-        logger.debug("%s %s -> %d attempt=%d latency=%.1fms", *where, status, attempt, latency)
+        latency = self._clock() - started
+        if self._observe is not None:  # the round trips' spread teaches the limiter's margin
+            self._observe(latency)
+        logger.debug(
+            "%s %s -> %d attempt=%d latency=%.1fms", *where, status, attempt, latency * 1000
+        )
         if not 200 <= status < 300:
             error = error_from_response(status, headers, body, method=where[0], path=where[1])
             return error, status == 429
@@ -248,7 +254,7 @@ class HttpSession:
             logger.info(
                 "%s %s throttled (429), retrying in %.2fs (attempt %d)", *where, delay, attempt
             )
-            await self.limiter.penalize(delay)
+            await self.limiter.penalize(delay, retry_after=error.retry_after)
         else:
             delay = self.backoff(attempt)
             logger.info(

@@ -3,8 +3,10 @@
 Why not ``aiolimiter.AsyncLimiter(10, 1)``: it admits a burst of 10 and then 10 more within the
 same second (19-20 in a sliding second, measured), and the server drops what exceeds 10.
 
-``margin`` defaults to 10 ms per second of budget: 5 ms held on a quiet machine, but a 2-core
-box under load delayed arrivals by more and a window held 11 (fan-out benchmark, measured).
+The margin is learned (:mod:`postman_async.margin`): it starts cautious, follows the spread of
+the campaign's round trips, widens at once on a 429 that jitter explains (without cutting the
+rate), and decays back when quiet; down to 4 ms per second of budget on a quiet loopback. A
+fixed ``margin`` (e.g. the previous default, 0.01) turns the learning off.
 
 The schedule: grants are spaced ``interval = (1 + margin) / rate`` apart, so any sliding second
 holds at most ``rate`` of them even when timers fire a few ms late (``margin`` absorbs arrival
@@ -15,7 +17,7 @@ Lanes: a ``HIGH`` caller reserves the next free slot at once. ``BULK`` callers q
 head of that queue reserves a slot only when the slot is due, so an urgent call that arrives
 while a bulk job saturates the budget waits at most about one interval.
 
-A grant is never sent more than half the margin (5 ms by default) after its slot while later
+A grant is never sent more than half the margin (at least ``slack``) after its slot while later
 slots are promised: a waiter woken later than that by a busy event loop re-queues instead, so a
 stall cannot squeeze more than ``rate`` grants into a second.
 """
@@ -28,6 +30,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
+from .margin import MarginTuner
 from .models import Priority
 
 Clock = Callable[[], float]
@@ -36,7 +39,10 @@ Sleep = Callable[[float], Awaitable[None]]
 
 @runtime_checkable
 class Limiter(Protocol):
-    """What the session layer needs from a campaign limiter (in-process or Redis)."""
+    """What the session layer needs from a campaign limiter (in-process or Redis).
+
+    A limiter may also have ``observe(round_trip: float)``: the session then reports each
+    request's round trip (s), from which the limiter can learn the network's jitter."""
 
     @property
     def rate(self) -> float: ...
@@ -44,8 +50,9 @@ class Limiter(Protocol):
     async def acquire(self, priority: Priority = Priority.HIGH) -> None:
         """Wait for one token of the campaign's budget."""
 
-    async def penalize(self, delay: float) -> None:
-        """The server throttled us: pause the campaign for ``delay`` s and slow down."""
+    async def penalize(self, delay: float, *, retry_after: float | None = None) -> None:
+        """The server throttled us: pause the campaign for ``delay`` s, and widen the spacing
+        or slow down (``retry_after``: the server's hint, when it sent one)."""
 
 
 class RateLimiter:
@@ -55,7 +62,7 @@ class RateLimiter:
         self,
         rate: float = 10.0,
         *,
-        margin: float = 0.01,
+        margin: float | None = None,
         slack: float = 0.002,
         recovery: float = 30.0,
         min_fraction: float = 0.25,
@@ -65,7 +72,9 @@ class RateLimiter:
         if not rate > 0:
             raise ValueError("rate must be > 0")
         self._rate = float(rate)
-        self.margin = margin
+        #: learns the margin; None when a fixed ``margin`` was given
+        self.tuner = MarginTuner() if margin is None else None
+        self._fixed_margin = margin or 0.0
         self.slack = slack
         self.recovery = recovery
         self.min_fraction = min_fraction
@@ -88,6 +97,18 @@ class RateLimiter:
         if not value > 0:
             raise ValueError("rate must be > 0")
         self._rate = float(value)
+
+    @property
+    def margin(self) -> float:
+        """The spacing margin in force now (learned, unless fixed)."""
+        if self.tuner is None:
+            return self._fixed_margin
+        return self.tuner.margin(self._clock())
+
+    def observe(self, round_trip: float) -> None:
+        """One request's round trip (s): its spread teaches the margin."""
+        if self.tuner is not None:
+            self.tuner.observe(round_trip)
 
     @property
     def current_rate(self) -> float:
@@ -164,11 +185,15 @@ class RateLimiter:
             self._tat = slot
             self.grants -= 1
 
-    async def penalize(self, delay: float) -> None:
+    async def penalize(self, delay: float, *, retry_after: float | None = None) -> None:
+        """A 429: pause for ``delay`` s. If a wider margin can explain it (arrivals bunched by
+        jitter), widen the margin and keep the rate; otherwise (a competitor, a server-side
+        cut, or a fixed margin) halve the rate, which recovers over ``recovery`` s."""
         now = self._clock()
         self.throttles += 1
-        self._fraction = max(self.min_fraction, self._fraction_at(now) / 2)
-        self._penalized_at = now
+        if self.tuner is None or self.tuner.on_throttle(now, retry_after):
+            self._fraction = max(self.min_fraction, self._fraction_at(now) / 2)
+            self._penalized_at = now
         self.pause(delay)
 
     def pause(self, delay: float) -> None:

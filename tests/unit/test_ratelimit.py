@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import random
+
+import pytest
 
 from postman_async import Priority, RateLimiter
+from postman_async.margin import MarginTuner
 from postman_async.ratelimit import shared_limiter
 from postman_async.testing.server_limits import max_in_window
 
@@ -82,7 +86,7 @@ async def test_penalize_pauses_and_slows_then_recovers() -> None:
     vc = VirtualClock()
     limiter = RateLimiter(10, clock=vc.clock, sleep=vc.sleep, recovery=10.0)
     await _grant_times(limiter, vc, 5, 1, Priority.HIGH)
-    await limiter.penalize(2.0)
+    await limiter.penalize(2.0, retry_after=2.0)  # longer than a window: a competitor
     paused_at = vc.clock()
     assert limiter.current_rate == 5.0
     times = await _grant_times(limiter, vc, 3, 3, Priority.BULK)
@@ -162,4 +166,74 @@ async def test_late_wake_does_not_squeeze_grants() -> None:
 
     await vc.run(asyncio.ensure_future(asyncio.gather(*(take() for _ in range(6)))))
     assert stalled_once and len(grants) == 30
+    assert max_in_window(sorted(grants)) <= 10
+
+
+async def test_a_jitter_429_widens_the_margin_and_keeps_the_rate() -> None:
+    vc = VirtualClock()
+    limiter = RateLimiter(10, clock=vc.clock, sleep=vc.sleep)
+    assert limiter.tuner is not None
+    for _ in range(40):  # a quiet loopback: round trips within 1 ms of each other
+        limiter.observe(0.002 + 0.001 * (_ % 2))
+    assert limiter.margin == pytest.approx(0.004)  # down to the floor
+    await limiter.penalize(1.0, retry_after=1.0)  # the window passing: jitter
+    assert limiter.current_rate == 10.0  # not halved
+    assert limiter.margin >= 0.014  # widened at once, at least doubled
+    before = await _grant_times(limiter, vc, 3, 1, Priority.HIGH)
+    assert before[0] >= 1.0  # but the server's pause is honoured: about a second of budget
+
+
+async def test_429s_a_wider_margin_cannot_cure_cut_the_rate() -> None:
+    vc = VirtualClock()
+    limiter = RateLimiter(10, clock=vc.clock, sleep=vc.sleep)
+    cuts = []
+    for _ in range(8):  # a competitor: 429s keep coming however wide the spacing
+        await limiter.penalize(0.0)
+        cuts.append(limiter.current_rate < 10.0)
+    assert limiter.margin == pytest.approx(0.16)  # the ceiling
+    assert not cuts[0] and cuts[-1]  # widened first; then, at the ceiling, the rate is cut
+
+
+async def test_the_margin_decays_back_when_quiet() -> None:
+    vc = VirtualClock()
+    limiter = RateLimiter(10, clock=vc.clock, sleep=vc.sleep)
+    for _ in range(40):
+        limiter.observe(0.002)
+    await limiter.penalize(0.0)
+    widened = limiter.margin
+    vc.now += 29.0
+    assert limiter.margin == widened  # held for a while
+    vc.now += 1.0 + 60.0  # one half-life past the hold
+    assert limiter.margin == pytest.approx(0.004 + (widened - 0.004) / 2)
+    vc.now += 3600.0
+    assert limiter.margin == pytest.approx(0.004, abs=1e-6)
+
+
+def test_round_trip_spread_sets_the_margin() -> None:
+    tuner = MarginTuner()
+    assert tuner.margin(0.0) == 0.05  # cautious until enough round trips are seen
+    rng = random.Random(1)
+    for _ in range(200):  # two legs of uniform 0-40 ms jitter on a 10 ms path
+        tuner.observe(0.02 + rng.uniform(0, 0.04) + rng.uniform(0, 0.04))
+    assert 0.04 <= tuner.margin(0.0) <= 0.055  # just above one leg's jitter
+
+
+async def test_no_second_holds_more_than_the_rate_while_the_margin_changes() -> None:
+    vc = VirtualClock()
+    limiter = RateLimiter(10, clock=vc.clock, sleep=vc.sleep)
+    rng = random.Random(5)
+    grants: list[float] = []
+
+    async def caller() -> None:
+        for index in range(60):
+            await limiter.acquire(Priority.HIGH if index % 3 else Priority.BULK)
+            grants.append(vc.clock())
+            limiter.observe(rng.uniform(0.001, 0.004 if vc.now < 20 else 0.08))
+            if index in (10, 30):
+                await limiter.penalize(0.0)  # jitter 429s: the margin widens mid-run
+            if index == 45:
+                vc.now += 200.0  # a quiet spell: the margin decays
+
+    await vc.run(asyncio.ensure_future(asyncio.gather(*(caller() for _ in range(6)))))
+    assert len(grants) == 360
     assert max_in_window(sorted(grants)) <= 10

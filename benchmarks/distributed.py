@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from postman_async import PostmanClient, Priority
-from postman_async.testing import PostmanSimulator
+from postman_async.testing import Network, PostmanSimulator
 from postman_async.testing.process import free_port
 
 from ._common import table
@@ -72,7 +72,15 @@ async def _work(
     return calls, list(limiter.redis_latencies)
 
 
-async def run(seconds: float = 30.0, processes: int = 4, rate: float = 10.0) -> dict[str, Any]:
+async def run(
+    seconds: float = 30.0,
+    processes: int = 4,
+    rate: float = 10.0,
+    *,
+    network: Network | None = None,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """``network``: the simulator's one-way delays (``benchmarks.network`` uses 40 ms)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("needs redis-server (apt-get install redis-server)")
@@ -96,7 +104,7 @@ async def run(seconds: float = 30.0, processes: int = 4, rate: float = 10.0) -> 
                 break
             except OSError:
                 await asyncio.sleep(0.02)
-        async with PostmanSimulator(rate_limit=rate) as sim:
+        async with PostmanSimulator(rate_limit=rate, network=network) as sim:
             start_at = time.time() + 2.5
             loop = asyncio.get_running_loop()
             context = multiprocessing.get_context("spawn")
@@ -130,14 +138,17 @@ async def run(seconds: float = 30.0, processes: int = 4, rate: float = 10.0) -> 
         "achieved_rate": round((len(times) - 1) / (times[-1] - times[0]), 3),
         "max_in_sliding_second": stats.max_per_second,
         "throttled_429": stats.throttled,
+        "per_1000_429": round(1000 * stats.throttled / max(1, stats.requests), 2),
         "redis_calls_per_grant": round(len(latencies) / max(1, stats.requests), 2),
         "redis_us_median": round(statistics.median(latencies) * 1e6),
         "redis_us_p99": round(latencies[int(len(latencies) * 0.99)] * 1e6),
     }
-    print(
-        f"distributed: {processes} processes, one campaign through Redis, {rate:g}/s, {seconds:g} s"
-    )
-    print(table(list(result.items())), flush=True)
+    if verbose:
+        print(
+            f"distributed: {processes} processes, one campaign through Redis, {rate:g}/s, "
+            f"{seconds:g} s"
+        )
+        print(table(list(result.items())), flush=True)
     return result
 
 

@@ -6,12 +6,14 @@ jitter exceeds ``margin`` seconds (PERF-NOTES, "Network jitter"). Too small a ma
 429s, each a lost call and a pause; too large a one costs rate. The margin in force is the
 larger of two estimates:
 
-- **from latency**: ``LATENCY_FACTOR`` times the spread (2nd to 98th percentile) of recent
-  round trips. Both legs of a round trip jitter, and the spread of their sum is about 1.6
-  times one leg's, so the factor lands just above one leg's jitter. Until enough round trips
-  have been seen, a cautious ``START`` margin stands in.
+- **from latency**: ``LATENCY_FACTOR`` times the spread (10th to 90th percentile) of recent
+  round trips. Both legs of a round trip jitter; for uniform jitter J on each, that spread
+  of their sum is about 1.1 J, so the margin lands just above one leg's jitter. The trimmed
+  band ignores the slow first request of a new connection. Until enough round trips have
+  been seen, a cautious ``START`` margin stands in.
 - **from 429s**: a 429 while the margin is below its ceiling is taken for jitter (arrivals
-  bunched up), and the margin is widened at once, at least doubled, without cutting the rate.
+  bunched up), and the margin is widened at once (by a quarter, and by 10 ms at least)
+  without cutting the rate: a margin wider than needed costs rate for as long as it lasts.
   After ``HOLD`` quiet seconds it decays back with a half-life of ``HALF_LIFE``.
 
 A 429 that a wider margin cannot cure (the margin is already at its ceiling) or that carries a
@@ -25,12 +27,15 @@ import bisect
 import collections
 import math
 
-FLOOR = 0.004  # 4 ms per second of budget: timer lateness on a quiet loop
-START = 0.05  # until LATENCY_SAMPLES round trips are seen
+FLOOR = 0.006  # 6 ms per second of budget
+START = 0.1  # until LATENCY_SAMPLES round trips are seen (one second at 10/s)
 CEILING = 0.16  # beyond this the budget lost to spacing exceeds what a 429 costs
-LATENCY_FACTOR = 0.7
-LATENCY_SAMPLES = 20
-WINDOW = 200  # round trips kept
+LATENCY_FACTOR = 0.95
+LATENCY_SAMPLES = 10
+TRIM_FROM = 40  # samples before the 10th-90th percentile band replaces the whole range
+WINDOW = 100  # round trips kept: about 10 s at 10/s
+WIDEN_BY = 0.25
+WIDEN_AT_LEAST = 0.01
 HOLD = 30.0
 HALF_LIFE = 60.0
 #: a Retry-After above this is more than the window passing: not jitter
@@ -64,8 +69,15 @@ class MarginTuner:
         bisect.insort(self._sorted, round_trip)
         count = len(self._sorted)
         if count >= LATENCY_SAMPLES:
-            spread = self._sorted[(count * 98) // 100 - 1] - self._sorted[(count * 2) // 100]
+            # Few samples understate a band: use their whole range until there are enough.
+            trim = count // 10 if count >= TRIM_FROM else 0
+            spread = self._sorted[count - 1 - trim] - self._sorted[trim]
             self._from_latency = max(self.floor, LATENCY_FACTOR * spread)
+
+    @property
+    def learning(self) -> bool:
+        """Too few round trips seen yet: the margin is the cautious ``start``."""
+        return len(self._samples) < LATENCY_SAMPLES
 
     @property
     def margin_from_latency(self) -> float:
@@ -83,15 +95,22 @@ class MarginTuner:
         """The margin in force at ``now``."""
         return min(self.ceiling, max(self._from_latency, self.learned(now)))
 
-    def on_throttle(self, now: float, retry_after: float | None) -> bool:
+    def on_throttle(
+        self, now: float, retry_after: float | None, spacing: float | None = None
+    ) -> bool:
         """A 429 arrived. Widen the margin if it can cure it; True means it cannot (a
-        competitor, or the server cut the rate): the caller should lower the rate."""
+        competitor, or the server cut the rate): the caller should lower the rate.
+
+        ``spacing``: the smallest margin the grants of the last moments were spaced with, when
+        known. Those were the grants that bunched up; slots reserved under an earlier, smaller
+        margin say nothing against the margin in force now."""
         if retry_after is not None and retry_after > WINDOW_RETRY_AFTER:
             return True
-        current = self.margin(now)
-        if current >= self.ceiling:
+        base = self.margin(now) if spacing is None else min(spacing, self.margin(now))
+        if base >= self.ceiling:
             return True
-        self._learned = min(self.ceiling, max(2 * current, current + 0.01))
+        widened = min(self.ceiling, base + max(WIDEN_BY * base, WIDEN_AT_LEAST))
+        self._learned = max(self.learned(now), widened)
         self._learned_at = now
         self.widenings += 1
         return False

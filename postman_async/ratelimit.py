@@ -25,6 +25,7 @@ stall cannot squeeze more than ``rate`` grants into a second.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,8 @@ from .margin import MarginTuner
 from .models import Priority
 
 Clock = Callable[[], float]
+#: A HIGH grant woken this late (s) is still sent; later, it re-queues (see the module doc).
+LATE_WAKE_TOLERANCE = 0.005
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -85,8 +88,10 @@ class RateLimiter:
         self._fraction = 1.0  # share of the rate in force after the last 429
         self._penalized_at = -float("inf")
         self._bulk_lock: asyncio.Lock | None = None
+        self._high_waiting = 0
         self.grants = 0
         self.throttles = 0
+        self._spacings: collections.deque[tuple[float, float]] = collections.deque(maxlen=256)
 
     @property
     def rate(self) -> float:
@@ -133,23 +138,38 @@ class RateLimiter:
         return slot if slot >= now - self.slack else now
 
     def _take(self, slot: float) -> None:
-        self._tat = slot + self._interval(slot)
+        interval = self._interval(slot)
+        self._tat = slot + interval
         self.grants += 1
+        if self.tuner is not None:  # the spacing each grant got, for a later 429 to judge
+            self._spacings.append((slot, interval * self._rate - 1.0))
 
     async def acquire(self, priority: Priority = Priority.HIGH) -> None:
         if priority == Priority.HIGH:
-            await self._acquire_high()
+            if self.tuner is not None and self.tuner.learning:
+                # No slots reserved ahead while the margin is still a guess: each grant takes
+                # the margin known when it is due (and goes before the bulk queue's head).
+                self._high_waiting += 1
+                try:
+                    await self._take_when_due(high=True)
+                finally:
+                    self._high_waiting -= 1
+            else:
+                await self._acquire_high()
             return
         if self._bulk_lock is None:
             self._bulk_lock = asyncio.Lock()
         async with self._bulk_lock:
-            while True:
-                now = self._clock()
-                slot = self._slot(now)
-                if slot <= now:
-                    self._take(slot)
-                    return
-                await self._sleep(slot - now)
+            await self._take_when_due(high=False)
+
+    async def _take_when_due(self, *, high: bool) -> None:
+        while True:
+            now = self._clock()
+            slot = self._slot(now)
+            if slot <= now and (high or not self._high_waiting):
+                self._take(slot)
+                return
+            await self._sleep(max(slot - now, 0.001))
 
     async def _acquire_high(self) -> None:
         while True:
@@ -170,7 +190,7 @@ class RateLimiter:
             now = self._clock()
             # Any window of `rate` + 1 grants spans 1 s + margin - lateness: lateness up to half
             # the margin is safe and leaves the other half for arrival jitter.
-            if now - slot <= max(self.slack, self.margin / 2):
+            if now - slot <= max(self.slack, self.margin / 2, LATE_WAKE_TOLERANCE):
                 return
             # Woken late (a busy loop): sending now would squeeze this grant against the
             # later slots already promised. If none are, restart the schedule from now;
@@ -191,10 +211,16 @@ class RateLimiter:
         cut, or a fixed margin) halve the rate, which recovers over ``recovery`` s."""
         now = self._clock()
         self.throttles += 1
-        if self.tuner is None or self.tuner.on_throttle(now, retry_after):
+        if self.tuner is None or self.tuner.on_throttle(now, retry_after, self._spacing(now)):
             self._fraction = max(self.min_fraction, self._fraction_at(now) / 2)
             self._penalized_at = now
         self.pause(delay)
+
+    def _spacing(self, now: float) -> float | None:
+        """The smallest margin among the grants of the last two seconds (the ones a 429 can
+        be about), or None when there were none."""
+        recent = [m for at, m in self._spacings if now - 2.0 <= at <= now]
+        return min(recent) if recent else None
 
     def pause(self, delay: float) -> None:
         """Grant nothing for ``delay`` seconds (without slowing down afterwards)."""

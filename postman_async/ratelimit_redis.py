@@ -133,7 +133,7 @@ if tonumber(ARGV[8]) == 1 and retry_after <= tonumber(ARGV[13]) then
   local shared = learned(pen, now, floor, tonumber(ARGV[11]), tonumber(ARGV[12]))
   local current = math.min(ceiling, math.max(tonumber(ARGV[7]), shared))
   if current < ceiling then
-    local widened = math.min(ceiling, math.max(2 * current, current + 0.01))
+    local widened = math.min(ceiling, current + math.max(0.25 * current, 0.01))
     redis.call('HSET', KEYS[2], 'm', widened, 'mat', now)
     redis.call('PEXPIRE', KEYS[2], ttl + math.floor(tonumber(ARGV[11]) / 1000) * 10)
     return 0

@@ -29,11 +29,18 @@ MESSAGE = {
 
 
 class Sleeps:
+    """A sleep that returns at once and the clock it moves on (the limiter reads both)."""
+
     def __init__(self) -> None:
         self.calls: list[float] = []
+        self.now = 0.0
 
     async def __call__(self, delay: float) -> None:
         self.calls.append(delay)
+        self.now += max(0.0, delay)
+
+    def clock(self) -> float:
+        return self.now
 
 
 @pytest.fixture
@@ -43,7 +50,7 @@ def sleeps() -> Sleeps:
 
 @pytest.fixture
 async def client(sleeps: Sleeps) -> AsyncIterator[pa.PostmanClient]:
-    limiter = RateLimiter(1000, sleep=sleeps)
+    limiter = RateLimiter(1000, clock=sleeps.clock, sleep=sleeps)
     async with pa.PostmanClient(
         api_key=KEY,
         campaign_id=CID,

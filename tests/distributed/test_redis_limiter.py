@@ -185,3 +185,35 @@ async def test_four_processes_one_campaign_against_the_simulator(
     assert stats.throttled == 0
     assert stats.max_per_second <= rate
     assert len(times) == stats.requests  # utilisation is measured by benchmarks/distributed.py
+
+
+async def test_a_jitter_429_widens_the_margin_every_process_uses(
+    redis_server: RedisServer,
+) -> None:
+    """The learned margin is shared: one process's jitter 429 spaces every process's grants
+    wider, without cutting the rate; a 429 with a long Retry-After still halves it."""
+    first = RedisRateLimiter(redis_server.url, campaign_id="c6", rate=10)
+    second = RedisRateLimiter(redis_server.url, campaign_id="c6", rate=10)
+
+    async def step() -> int:
+        """Microseconds between two slots the second process reserves back to back."""
+        tat_key = second._keys[0]
+        await second._reserve(bulk=False)
+        before = int(await second._redis.get(tat_key))
+        await second._reserve(bulk=False)
+        return int(await second._redis.get(tat_key)) - before
+
+    try:
+        for limiter in (first, second):
+            for _ in range(20):  # a quiet network: round trips all alike
+                limiter.observe(0.002)
+        assert await step() == 101_000  # 100 ms at 10/s, plus the 10 ms/s floor
+        await first.penalize(0.0, retry_after=1.0)  # the window passing: jitter
+        assert await step() == 102_000  # widened by 10 ms/s for every process
+        assert first.rate_cuts == 0
+        await first.penalize(0.0, retry_after=5.0)  # longer than a window: a competitor
+        assert first.rate_cuts == 1
+        assert await step() == pytest.approx(204_000, abs=10)  # the rate is halved
+    finally:
+        await first.aclose()
+        await second.aclose()

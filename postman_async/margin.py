@@ -27,7 +27,7 @@ import bisect
 import collections
 import math
 
-FLOOR = 0.006  # 6 ms per second of budget
+FLOOR = 0.006  # 6 ms per second of budget: timer lateness and loopback jitter
 START = 0.1  # until LATENCY_SAMPLES round trips are seen (one second at 10/s)
 CEILING = 0.16  # beyond this the budget lost to spacing exceeds what a 429 costs
 LATENCY_FACTOR = 0.95

@@ -17,9 +17,11 @@ Lanes: a ``HIGH`` caller reserves the next free slot at once. ``BULK`` callers q
 head of that queue reserves a slot only when the slot is due, so an urgent call that arrives
 while a bulk job saturates the budget waits at most about one interval.
 
-A grant is never sent more than half the margin (at least ``slack``) after its slot while later
+A grant is never sent more than 5 ms (or half the margin, if larger) after its slot while later
 slots are promised: a waiter woken later than that by a busy event loop re-queues instead, so a
-stall cannot squeeze more than ``rate`` grants into a second.
+stall cannot squeeze its grant against the slots promised after it. While the margin is still
+a guess (its first 10 round trips) ``HIGH`` callers take slots only when due, ahead of the
+``BULK`` queue, so nothing is reserved on that guess.
 """
 
 from __future__ import annotations

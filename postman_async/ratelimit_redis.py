@@ -12,15 +12,18 @@ How it works:
   and returns how long to wait; the caller sleeps that long and does not poll. Keys are
   hash-tagged by campaign (``postman_async:{campaign_id}:...``), so it works on Redis Cluster.
 - Guarantee: at most ``rate`` admissions in any sliding second across every process. Slots
-  are ``(1 + margin) / rate`` apart, and ``margin`` (default 10 ms per second) absorbs the
-  jitter between a grant and its arrival at the server.
+  are ``(1 + margin) / rate`` apart, and ``margin`` absorbs the jitter between a grant and
+  its arrival at the server. It is learned as in :mod:`postman_async.margin`: each process
+  follows its own round trips (floor 10 ms per second), and what jitter 429s teach is stored
+  in Redis for every process. A fixed ``margin`` turns the learning off.
 - Lanes: a ``HIGH`` call reserves the next free slot at once, from any process. ``BULK``
   calls (one at a time per process) reserve only a slot due within one interval; otherwise
   they wait and ask again. So an urgent call from any process waits at most about two
   intervals (the slot being served plus at most one bulk reservation), never behind queued
   bulk work.
-- A 429 seen by any process pauses the whole campaign for the delay and halves its rate, then
-  the rate recovers linearly over ``recovery`` seconds. The state is shared in Redis.
+- A 429 seen by any process pauses the whole campaign for the delay. If a wider margin can
+  cure it, the shared margin widens; otherwise (a competitor) the campaign's rate halves and
+  recovers linearly over ``recovery`` seconds. The state is shared in Redis.
 - Redis unavailable: :class:`RateLimiterUnavailableError` by default (the budget is never
   silently exceeded). With ``fallback_rate`` set, a local limiter at that rate takes over,
   for example ``rate / number_of_processes`` as a conservative share. Redis is tried again

@@ -27,10 +27,10 @@ import bisect
 import collections
 import math
 
-FLOOR = 0.006  # 6 ms per second of budget: timer lateness and loopback jitter
+FLOOR = 0.003  # 3 ms per second of budget: timer lateness (the 2 ms slack) and server noise
 START = 0.1  # until LATENCY_SAMPLES round trips are seen (one second at 10/s)
 CEILING = 0.16  # beyond this the budget lost to spacing exceeds what a 429 costs
-LATENCY_FACTOR = 0.95
+LATENCY_FACTOR = 0.9
 LATENCY_SAMPLES = 10
 TRIM_FROM = 40  # samples before the 10th-90th percentile band replaces the whole range
 WINDOW = 100  # round trips kept: about 10 s at 10/s
@@ -72,7 +72,7 @@ class MarginTuner:
             # Few samples understate a band: use their whole range until there are enough.
             trim = count // 10 if count >= TRIM_FROM else 0
             spread = self._sorted[count - 1 - trim] - self._sorted[trim]
-            self._from_latency = max(self.floor, LATENCY_FACTOR * spread)
+            self._from_latency = self.floor + LATENCY_FACTOR * spread
 
     @property
     def learning(self) -> bool:

@@ -5,7 +5,7 @@ same second (19-20 in a sliding second, measured), and the server drops what exc
 
 The margin is learned (:mod:`postman_async.margin`): it starts cautious, follows the spread of
 the campaign's round trips, widens at once on a 429 that jitter explains (without cutting the
-rate), and decays back when quiet; down to 4 ms per second of budget on a quiet loopback. A
+rate), and decays back when quiet; about 3.6 ms per second of budget on a quiet loopback. A
 fixed ``margin`` (e.g. the previous default, 0.01) turns the learning off.
 
 The schedule: grants are spaced ``interval = (1 + margin) / rate`` apart, so any sliding second

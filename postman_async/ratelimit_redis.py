@@ -14,7 +14,7 @@ How it works:
 - Guarantee: at most ``rate`` admissions in any sliding second across every process. Slots
   are ``(1 + margin) / rate`` apart, and ``margin`` absorbs the jitter between a grant and
   its arrival at the server. It is learned as in :mod:`postman_async.margin`: each process
-  follows its own round trips (floor 10 ms per second), and what jitter 429s teach is stored
+  follows its own round trips (lateness floor 8 ms per second), and what jitter 429s teach is stored
   in Redis for every process. A fixed ``margin`` turns the learning off.
 - Lanes: a ``HIGH`` call reserves the next free slot at once, from any process. ``BULK``
   calls (one at a time per process) reserve only a slot due within one interval; otherwise
@@ -58,7 +58,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 __all__ = ["RateLimiterUnavailableError", "RedisRateLimiter"]
 
-REDIS_FLOOR = 0.01
+REDIS_FLOOR = 0.008
 
 
 # The margin that 429s taught, shared by every process (fields m, mat of the penalty hash),
@@ -181,7 +181,7 @@ class RedisRateLimiter:
         self._owns_redis = isinstance(redis, str)
         self._rate = float(rate)
         #: this process's latency-based margin (None: ``margin`` is fixed, nothing learned).
-        #: Its floor is 10 ms per second, not 4: a grant reaches its caller one Redis round
+        #: Its floor is 8 ms per second, not 3: a grant reaches its caller one Redis round
         #: trip after Redis reserved it, and that leg jitters too (p99 10-20 ms measured with
         #: 4 processes on 2 cores).
         self.tuner = MarginTuner(floor=REDIS_FLOOR) if margin is None else None

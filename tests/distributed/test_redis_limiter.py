@@ -207,13 +207,13 @@ async def test_a_jitter_429_widens_the_margin_every_process_uses(
         for limiter in (first, second):
             for _ in range(20):  # a quiet network: round trips all alike
                 limiter.observe(0.002)
-        assert await step() == 101_000  # 100 ms at 10/s, plus the 10 ms/s floor
+        assert await step() == 100_800  # 100 ms at 10/s, plus the 8 ms/s floor
         await first.penalize(0.0, retry_after=1.0)  # the window passing: jitter
-        assert await step() == 102_000  # widened by 10 ms/s for every process
+        assert await step() == 101_800  # widened by 10 ms/s for every process
         assert first.rate_cuts == 0
         await first.penalize(0.0, retry_after=5.0)  # longer than a window: a competitor
         assert first.rate_cuts == 1
-        assert await step() == pytest.approx(204_000, abs=10)  # the rate is halved
+        assert await step() == pytest.approx(203_600, abs=10)  # the rate is halved
     finally:
         await first.aclose()
         await second.aclose()

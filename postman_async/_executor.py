@@ -23,7 +23,7 @@ from .errors import (
 )
 from .models import Priority
 from .planner import PageMap
-from .ratelimit import Clock, RateLimiter, Sleep
+from .ratelimit import Clock, Limiter, Sleep
 from .reports import MessageState
 from .rules import AttemptCap
 
@@ -53,7 +53,7 @@ class Executor:
     telco_final_after: float
     clock: Clock
     sleep: Sleep
-    pacer: RateLimiter | None = None
+    pacer: Limiter | None = None
 
     async def pace(self) -> None:
         """Headroom for other work on the campaign: our calls also pass a limiter of our own

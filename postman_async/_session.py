@@ -18,7 +18,7 @@ import contextvars
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -91,6 +91,23 @@ def count_calls() -> Iterator[list[int]]:
         yield counter
     finally:
         _call_counters.reset(token)
+
+
+#: Awaited after a POST's token is granted and before the POST is written (each attempt): a
+#: retry job writes its durable intent here, and raising stops the POST from going out.
+_before_post: contextvars.ContextVar[Callable[[], Awaitable[None]] | None] = contextvars.ContextVar(
+    "postman_async_before_post", default=None
+)
+
+
+@contextlib.contextmanager
+def before_each_post(hook: Callable[[], Awaitable[None]]) -> Iterator[None]:
+    """Await ``hook`` before every POST attempt made in this context (see ``_before_post``)."""
+    token = _before_post.set(hook)
+    try:
+        yield
+    finally:
+        _before_post.reset(token)
 
 
 def shared_retry_budget(key: str) -> RetryBudget:
@@ -193,6 +210,8 @@ class HttpSession:
         while True:
             attempt += 1
             await self.limiter.acquire(priority)
+            if not request.is_idempotent and (hook := _before_post.get()) is not None:
+                await hook()
             started = self._clock()
             self.calls += 1
             for counter in _call_counters.get():

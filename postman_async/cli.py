@@ -152,6 +152,12 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--server-error-rate", type=float, default=0.0)
     sim.add_argument(
+        "--competing-share",
+        type=float,
+        default=0.0,
+        help="share of each campaign's rate taken by a simulated competing client (0..1)",
+    )
+    sim.add_argument(
         "--latency-ms",
         type=_non_negative,
         default=0.0,
@@ -484,7 +490,11 @@ async def cmd_simulator(args: argparse.Namespace, out: Output) -> int:
         retry_failure_rate=args.retry_failure_rate,
         max_batch_rows=args.max_batch_rows,
         seed=args.seed,
-        faults=Faults(server_error_rate=args.server_error_rate, latency=args.latency),
+        faults=Faults(
+            server_error_rate=args.server_error_rate,
+            latency=args.latency,
+            competing_share=args.competing_share,
+        ),
         network=Network(args.latency_ms / 1000, args.jitter_ms / 1000, args.jitter_dist),
     )
     failed = (MessageStatus.FAILURE, "delivery_error", "recipient_unavailable")

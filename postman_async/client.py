@@ -195,6 +195,17 @@ class PostmanClient:
         result: Message = await self._call(request, priority, Message)
         return result
 
+    async def _get_message_dated(
+        self, message_id: str, priority: Priority | None
+    ) -> tuple[Message, str | None]:
+        """:meth:`get_message`, with the server's ``Date`` header (for the time rule)."""
+        raw = await self._session().send(
+            get_message_request(self.campaign_id, message_id),
+            priority=priority or self.priority,
+            decode=lambda body: decode(Message, decode_body(body)),
+        )
+        return raw.value, raw.headers.get("Date")
+
     async def retry_message(
         self,
         message_id: str,

@@ -1,0 +1,110 @@
+"""What a new lease holder makes of a crashed holder's intent. Pure: no I/O, no clock.
+
+An intent says a POST may have gone out within ``window`` of ``at``. Once ``window`` plus
+the HTTP timeout have passed, that POST has been processed or never will be, and one read of
+the message tells which:
+
+- attempts above the baseline: it took. Record ``retried`` and never POST again, even if the
+  message has failed again since (a second POST would spend an attempt the user did not ask
+  for, and could deliver a second SMS);
+- still ``failure`` at the baseline: it did not take, so POST now;
+- otherwise (it left ``failure`` without a new attempt): record from the status;
+- no baseline: the time rule of :func:`~postman_async.protocol.retry_applied` (an attempt
+  created after the intent took); when that cannot tell, an explicit "outcome unknown".
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ..models import Message, MessageStatus
+from ..protocol import retry_applied
+from ..reports import MessageResult, Outcome
+
+
+@attrs.frozen
+class Intent:
+    """A journal entry: a POST for ``message_id`` may have gone out from ``epoch``'s holder
+    within the window after ``at_ms`` (Redis time)."""
+
+    raw: str
+    epoch: int
+    at_ms: int
+    attempts: int | None
+    status: MessageStatus | None
+
+    @classmethod
+    def parse(cls, raw: str) -> Intent:
+        epoch, at_ms, attempts, status = [*raw.split("|"), "", ""][:4]
+        return cls(
+            raw=raw,
+            epoch=int(epoch),
+            at_ms=int(at_ms),
+            attempts=int(attempts) if attempts else None,
+            status=MessageStatus(status) if status else None,
+        )
+
+    def settled_at_ms(self, window: float, http_timeout: float) -> int:
+        """When a POST sent under this intent has certainly been processed or dropped."""
+        return self.at_ms + int((window + http_timeout) * 1000)
+
+
+@attrs.frozen
+class Verdict:
+    """``result`` to record, or ``None``: the retry did not take, POST it now."""
+
+    result: MessageResult | None
+
+
+def reconcile(
+    message_id: str,
+    intent: Intent,
+    message: Message | None,
+    *,
+    server_date: str | None,
+    seconds_since_intent: float,
+) -> Verdict:
+    """Decide from one read (``message`` None: the server says it does not exist)."""
+    if message is None:
+        return Verdict(MessageResult(message_id, Outcome.NOT_FOUND, "no such message"))
+    status, attempts = message.latest_status, message.attempt_count
+    if intent.attempts is not None and attempts is not None:
+        if attempts > intent.attempts:
+            return Verdict(_took(message_id, f"attempts {intent.attempts} -> {attempts}"))
+        if status == MessageStatus.FAILURE:
+            return Verdict(None)
+        return Verdict(_not_in_failure(message_id, status))
+    took = retry_applied(
+        message,
+        attempts_before=None,
+        status_before=intent.status,
+        server_date=server_date,
+        elapsed=seconds_since_intent,
+    )
+    if took:
+        return Verdict(_took(message_id, "an attempt created after the intent"))
+    if took is False:
+        if status == MessageStatus.FAILURE:
+            return Verdict(None)
+        return Verdict(_not_in_failure(message_id, status))
+    return Verdict(
+        MessageResult(
+            message_id,
+            Outcome.ERROR,
+            "outcome unknown: a worker crashed around the retry POST and, without a known "
+            f"attempt count, the read (status {status}) cannot tell whether it took; "
+            "it was not re-sent",
+        )
+    )
+
+
+def _took(message_id: str, how: str) -> MessageResult:
+    return MessageResult(
+        message_id,
+        Outcome.RETRIED,
+        f"retried before a worker crash ({how}); confirmed by read-back, not re-sent",
+    )
+
+
+def _not_in_failure(message_id: str, status: MessageStatus | None) -> MessageResult:
+    return MessageResult(message_id, Outcome.NOT_IN_FAILURE, f"status {status}")

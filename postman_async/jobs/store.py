@@ -1,0 +1,383 @@
+"""A retry job's durable state in Redis: its input, leases, journal, results and counters.
+
+Layout (one hash tag per job, so it also fits one Redis Cluster slot), under
+``<namespace>:{<job_id>}``:
+
+- ``meta`` (settings, ``position`` of the input consumed, ``sealed``, ``cancelled``,
+  ``finished_ms``) and ``count`` (submitted, distinct, duplicates, done, calls, one counter
+  per outcome): progress reads these in O(1);
+- per chunk ``c:<n>:todo`` (pending IDs), ``c:<n>:base`` (known attempt baselines),
+  ``c:<n>:intent`` (the journal: a POST about to go out) and ``c:<n>:res`` (one result per ID);
+- ``leases`` (chunk -> ``epoch|until_ms|owner``), ``epoch``, ``chunks_done``.
+
+An ID lives in exactly one chunk (by CRC-32 of the ID), so duplicates always meet there and
+get one result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import zlib
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from typing import Any, TextIO
+
+import attrs
+
+from .._executor import aiter_any
+from ..errors import ValidationError
+from ..reports import MessageResult, MessageState, Outcome
+from ..validation import validate_id
+from . import _lua
+
+try:
+    import redis.asyncio as aioredis
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError('retry jobs need redis-py: pip install "postman-async[taskiq]"') from exc
+
+NAMESPACE = "postman_async:job"
+SUBMIT_BATCH = 500
+#: IDs longer than this are stored by a digest (an invalid ID must not fill Redis).
+MAX_KEY = 256
+
+
+class JobError(Exception):
+    """A job cannot be created, fed or read as asked (unknown job, settings that differ from
+    the stored ones, input after sealing, two producers at once)."""
+
+
+@attrs.frozen
+class JobSettings:
+    """What every worker needs to run a job's chunks; stored in the job's ``meta``.
+
+    ``window``: a POST goes out within this many seconds of its intent, or not at all.
+    ``http_timeout``: the client's request timeout; a crashed holder's POST is settled after
+    ``window + http_timeout``. ``lease_ttl``: how long a silent holder keeps a chunk."""
+
+    campaign_id: str
+    base_url: str
+    chunks: int = 64
+    rate: float = 10.0
+    budget_share: float = 1.0
+    window: float = 2.0
+    http_timeout: float = 30.0
+    lease_ttl: float = 15.0
+
+    def __attrs_post_init__(self) -> None:
+        validate_id("campaign_id", self.campaign_id)
+        if not 1 <= self.chunks <= 4096:
+            raise ValidationError("chunks", "must be between 1 and 4096")
+        if not self.rate > 0 or not 0 < self.budget_share <= 1:
+            raise ValidationError("rate", "rate must be > 0 and budget_share in (0, 1]")
+        if not (self.window > 0 and self.http_timeout > 0 and self.lease_ttl > self.window):
+            raise ValidationError("lease_ttl", "need window, http_timeout > 0, lease_ttl > window")
+
+
+@attrs.frozen
+class JobProgress:
+    """A job's progress, read in O(1) of its size."""
+
+    job_id: str
+    distinct: int
+    done: int
+    duplicates: int
+    submitted: int
+    calls: int
+    counts: dict[str, int]
+    chunks: int
+    chunks_done: int
+    chunks_leased: int
+    sealed: bool
+    cancelled: bool
+    finished: bool
+    rate: float
+    budget_share: float
+
+    @property
+    def pending(self) -> int:
+        return self.distinct - self.done
+
+    @property
+    def chunks_pending(self) -> int:
+        return self.chunks - self.chunks_done - self.chunks_leased
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """At the campaign's rate times the job's budget share, and the calls per ID so far
+        (1 until some are done); None once finished."""
+        if self.finished:
+            return None
+        per_id = self.calls / self.done if self.done and self.calls else 1.0
+        return self.pending * per_id / (self.rate * self.budget_share)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "jobId": self.job_id,
+            "state": self.state,
+            "distinct": self.distinct,
+            "done": self.done,
+            "pending": self.pending,
+            "submitted": self.submitted,
+            "duplicates": self.duplicates,
+            "calls": self.calls,
+            "counts": self.counts,
+            "chunks": {
+                "total": self.chunks,
+                "done": self.chunks_done,
+                "leased": self.chunks_leased,
+                "pending": self.chunks_pending,
+            },
+            "etaSeconds": None if self.eta_seconds is None else round(self.eta_seconds, 1),
+        }
+
+    @property
+    def state(self) -> str:
+        if self.finished:
+            return "cancelled" if self.cancelled else "finished"
+        if self.cancelled:
+            return "cancelling"
+        return "running" if self.sealed else "submitting"
+
+
+def chunk_of(key: str, chunks: int) -> int:
+    """The chunk an ID belongs to: stable across processes (unlike ``hash()``)."""
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % chunks
+
+
+def id_key(raw: object) -> str:
+    """The key an input item is stored under: itself for a string, else its repr; a very
+    long one by a digest."""
+    key = raw if isinstance(raw, str) else repr(raw)
+    if len(key) > MAX_KEY:
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        key = f"{key[:64]}...sha256:{digest}"
+    return key
+
+
+def encode_result(result: MessageResult) -> str:
+    return json.dumps(result.to_dict(), separators=(",", ":"))
+
+
+def baseline_of(state: MessageState | None) -> str:
+    if state is None or state.attempts is None:
+        return ""
+    return f"{state.attempts}|{state.status.value if state.status else ''}"
+
+
+class JobStore:
+    """One job's Redis state. ``redis``: a ``redis.asyncio.Redis`` (decode_responses off)."""
+
+    def __init__(self, redis: aioredis.Redis, job_id: str, *, namespace: str = NAMESPACE) -> None:
+        #: typed loosely: redis-py's async return types are unions of sync and async
+        self.redis: Any = redis
+        self.job_id = validate_id("job_id", job_id)
+        self.prefix = f"{namespace}:{{{job_id}}}"
+        self.active_key = f"{namespace}:active"
+        self._scripts = {
+            name: redis.register_script(getattr(_lua, name))
+            for name in (
+                "CREATE",
+                "SUBMIT",
+                "TAKE_LEASE",
+                "HEARTBEAT",
+                "RELEASE_LEASE",
+                "WRITE_INTENT",
+                "WRITE_RESULT",
+                "FINISH_CHUNK",
+                "CLAIM_STALLED",
+                "LEASE_COUNT",
+            )
+        }
+
+    def key(self, *parts: object) -> str:
+        return ":".join([self.prefix, *map(str, parts)])
+
+    async def run(self, script: str, *args: str | int | float) -> Any:
+        return await self._scripts[script](keys=[self.prefix], args=list(args))
+
+    # -- creating and feeding -------------------------------------------------------------
+
+    async def create(self, settings: JobSettings) -> JobSettings:
+        """Create the job, or return the stored settings if it exists with the same campaign
+        and chunking (submitting again is idempotent)."""
+        fields = {k: str(v) for k, v in attrs.asdict(settings).items()}
+        fields["created_ms"] = str(int(time.time() * 1000))
+        await self.run("CREATE", *(x for pair in fields.items() for x in pair))
+        await self.redis.sadd(self.active_key, self.job_id)
+        stored = await self.require_settings()
+        if (stored.campaign_id, stored.chunks) != (settings.campaign_id, settings.chunks):
+            raise JobError(
+                f"job {self.job_id} exists for campaign {stored.campaign_id} with "
+                f"{stored.chunks} chunks; pick another job id"
+            )
+        return stored
+
+    async def settings(self) -> JobSettings | None:
+        raw = await self.redis.hgetall(self.key("meta"))
+        meta = {k.decode(): v.decode() for k, v in raw.items()}
+        if "chunks" not in meta:
+            return None
+        return JobSettings(
+            campaign_id=meta["campaign_id"],
+            base_url=meta["base_url"],
+            chunks=int(meta["chunks"]),
+            rate=float(meta["rate"]),
+            budget_share=float(meta["budget_share"]),
+            window=float(meta["window"]),
+            http_timeout=float(meta["http_timeout"]),
+            lease_ttl=float(meta["lease_ttl"]),
+        )
+
+    async def require_settings(self) -> JobSettings:
+        settings = await self.settings()
+        if settings is None:
+            raise JobError(f"no job {self.job_id!r} (never created, or expired)")
+        return settings
+
+    async def submit(
+        self,
+        items: Iterable[object] | AsyncIterable[object],
+        *,
+        known: dict[str, MessageState] | None = None,
+        seal: bool = True,
+    ) -> int:
+        """Stream ``items`` (IDs, or :class:`MessageState` with a known attempt count) into
+        the job, ``SUBMIT_BATCH`` at a time. Re-running a producer over the same input is
+        idempotent: the input consumed so far (``position``) is skipped. Returns the
+        position reached. ``seal``: mark the input complete afterwards."""
+        settings = await self.require_settings()
+        position = int(await self.redis.hget(self.key("meta"), "position") or 0)
+        seen = 0
+        batch: list[str] = []
+        async for item in aiter_any(items):
+            seen += 1
+            if seen <= position:
+                continue
+            state = item if isinstance(item, MessageState) else None
+            raw = state.message_id if state else item
+            key = id_key(raw)
+            state = state or (known or {}).get(key)
+            batch += [str(chunk_of(key, settings.chunks)), key, baseline_of(state), _invalid(raw)]
+            if len(batch) >= 4 * SUBMIT_BATCH:
+                position = await self._submit_batch(position, batch)
+                batch = []
+        if batch:
+            position = await self._submit_batch(position, batch)
+        if seal:
+            await self.seal()
+        return position
+
+    async def _submit_batch(self, position: int, batch: list[str]) -> int:
+        new_position = position + len(batch) // 4
+        status, at = await self.run("SUBMIT", position, new_position, *batch)
+        if status == -1:
+            raise JobError(f"job {self.job_id}: another producer is feeding it (at {at})")
+        if status == -2:
+            raise JobError(f"job {self.job_id} is sealed: its input is complete")
+        return int(at)
+
+    async def seal(self) -> None:
+        """Mark the input complete: chunks can now finish."""
+        await self.redis.hset(self.key("meta"), "sealed", "1")
+
+    async def cancel(self) -> None:
+        """Stop the job: no new POST starts; pending IDs get a ``cancelled`` result."""
+        await self.redis.hset(self.key("meta"), "cancelled", "1")
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def progress(self) -> JobProgress:
+        settings = await self.require_settings()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.key("count"))
+            pipe.hmget(self.key("meta"), ["sealed", "cancelled", "finished_ms"])
+            pipe.scard(self.key("chunks_done"))
+            counts_raw, flags, chunks_done = await pipe.execute()
+        _now, leased = await self.run("LEASE_COUNT")
+        counts = {k.decode(): int(v) for k, v in counts_raw.items()}
+        return JobProgress(
+            job_id=self.job_id,
+            distinct=counts.get("distinct", 0),
+            done=counts.get("done", 0),
+            duplicates=counts.get("duplicates", 0),
+            submitted=counts.get("submitted", 0),
+            calls=counts.get("calls", 0),
+            counts={
+                k.split(":", 1)[1]: v for k, v in sorted(counts.items()) if k.startswith("outcome:")
+            },
+            chunks=settings.chunks,
+            chunks_done=int(chunks_done),
+            chunks_leased=int(leased),
+            sealed=flags[0] == b"1",
+            cancelled=flags[1] == b"1",
+            finished=flags[2] is not None,
+            rate=settings.rate,
+            budget_share=settings.budget_share,
+        )
+
+    async def results(self) -> AsyncIterator[dict[str, Any]]:
+        """Every result written so far, chunk by chunk (streamed with HSCAN)."""
+        settings = await self.require_settings()
+        for chunk in range(settings.chunks):
+            async for _key, value in self.redis.hscan_iter(self.key("c", chunk, "res")):
+                yield json.loads(value)
+
+    async def write_ndjson(self, path: str) -> int:
+        """The results as NDJSON (one object per line); returns how many were written."""
+        count = 0
+        with _open_for_writing(path) as handle:
+            async for result in self.results():
+                handle.write(json.dumps(result, separators=(",", ":")) + "\n")
+                count += 1
+        return count
+
+    async def write_report_json(self, path: str) -> int:
+        """The results in :class:`~postman_async.RetryReport`'s JSON shape, streamed."""
+        progress = await self.progress()
+        summary = {
+            "messages": progress.done,
+            "counts": {o.value: progress.counts.get(o.value, 0) for o in Outcome},
+            "duplicates": progress.duplicates,
+            "calls": progress.calls,
+            "finished": progress.finished,
+            "jobId": self.job_id,
+        }
+        count = 0
+        with _open_for_writing(path) as handle:
+            handle.write('{"summary": ' + json.dumps(summary) + ', "results": [\n')
+            async for result in self.results():
+                handle.write((",\n" if count else "") + json.dumps(result))
+                count += 1
+            handle.write("\n]}\n")
+        return count
+
+    async def expire(self, seconds: float) -> None:
+        """Let every key of the job expire in ``seconds`` (after its report was taken)."""
+        ms = int(seconds * 1000)
+        async for key in self.redis.scan_iter(match=f"{_glob_escape(self.prefix)}:*", count=500):
+            await self.redis.pexpire(key, ms)
+        await self.redis.srem(self.active_key, self.job_id)
+
+
+async def active_jobs(redis: aioredis.Redis, namespace: str = NAMESPACE) -> list[str]:
+    """Jobs created and not yet expired (what supervisors watch)."""
+    members: Any = await redis.smembers(f"{namespace}:active")
+    return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+
+
+def _invalid(raw: object) -> str:
+    try:
+        validate_id("message_id", raw)
+    except ValidationError as exc:
+        return encode_result(MessageResult(id_key(raw), Outcome.ERROR, str(exc), error=exc))
+    return ""
+
+
+def _open_for_writing(path: str) -> TextIO:
+    """A local file written line by line as results stream in (each write is small)."""
+    return open(path, "w", encoding="utf-8")
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in text)

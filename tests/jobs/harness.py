@@ -1,0 +1,165 @@
+"""Helpers for the job tests (fixtures in conftest.py). Real processes: one redis-server (AOF
+on, ``appendfsync always``, as the README requires) for the session, the simulator in its own
+process per test, and taskiq worker processes (``python -m postman_async.jobs.worker``)
+started, killed, stopped and resumed by the tests. Ground truth is the simulator's ledger of every POST it processed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import aiohttp
+
+from postman_async.jobs import JobSettings, JobStore
+from postman_async.testing.process import free_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+#: Short enough that a crashed holder's chunk is taken over within seconds.
+FAST = {"lease_ttl": 2.0, "window": 0.5, "http_timeout": 2.0}
+
+
+class JobRedis:
+    """redis-server with the journal's durability settings; restartable on the same port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.dir = tempfile.mkdtemp(prefix="pa-jobs-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary is not None
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir]
+        args += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+        self.proc = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                import socket
+
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+class Workers:
+    """Worker processes of one test; each is stopped (or killed) at the end."""
+
+    def __init__(self, redis_url: str, api_key: str) -> None:
+        self.env = dict(os.environ, POSTMAN_ASYNC_REDIS_URL=redis_url, POSTMAN_API_KEY=api_key)
+        self.env.pop("POSTMAN_ASYNC_FAILPOINTS", None)
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self, failpoints: str = "", concurrency: int = 8, mutation: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """A worker process; ``mutation``: a deliberately broken one (tests/jobs/mutants.py)."""
+        env = dict(self.env, POSTMAN_ASYNC_FAILPOINTS=failpoints)
+        module = ["tests.jobs.mutants", mutation] if mutation else ["postman_async.jobs.worker"]
+        args = ["--concurrency", str(concurrency), "--supervise-every", "0.5"]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *module, *args],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+class Sim:
+    def __init__(self, base_url: str, campaign_id: str, api_key: str, ids: list[str]) -> None:
+        self.base_url, self.campaign_id, self.api_key, self.ids = (
+            base_url,
+            campaign_id,
+            api_key,
+            ids,
+        )
+
+    def settings(self, **overrides: Any) -> JobSettings:
+        args: dict[str, Any] = {
+            "campaign_id": self.campaign_id,
+            "base_url": self.base_url,
+            "chunks": 4,
+            "rate": 1000.0,
+            **FAST,
+        }
+        args.update(overrides)
+        return JobSettings(**args)
+
+    async def stats(self) -> dict[str, Any]:
+        url = self.base_url.replace("/api/v2", "/__simulator__/stats")
+        params = {"campaign": self.campaign_id, "posts": "1"}
+        async with aiohttp.ClientSession() as session, session.get(url, params=params) as resp:
+            data: dict[str, Any] = await resp.json()
+            return data
+
+
+async def wait_finished(store: JobStore, timeout: float = 60.0) -> None:
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (await store.progress()).finished:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"job not finished in {timeout}s: {(await store.progress()).to_dict()}")
+
+
+async def results_by_id(store: JobStore) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    async for result in store.results():
+        assert result["messageId"] not in out, f"two results for {result['messageId']}"
+        out[result["messageId"]] = result
+    return out
+
+
+def assert_against_ground_truth(
+    results: dict[str, dict[str, Any]], distinct: set[str], stats: dict[str, Any]
+) -> None:
+    """One result per distinct input, ID by ID; at most one retry POST per message; a
+    ``retried`` result exactly when the server accepted a retry of that message."""
+    assert set(results) == distinct
+    posts = stats["posts"]
+    assert max(posts["retries"].values(), default=0) <= 1, "a second POST for one message"
+    accepted = set(posts["acceptedRetries"])
+    retried = {i for i, r in results.items() if r["outcome"] == "retried"}
+    assert retried == accepted, json.dumps(
+        {
+            "retried_not_accepted": sorted(retried - accepted),
+            "accepted_not_retried": sorted(accepted - retried),
+        }
+    )

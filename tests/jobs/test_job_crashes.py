@@ -1,0 +1,286 @@
+"""Distributed retry jobs against real processes: redis-server, the simulator and taskiq
+workers. Every test checks results == distinct inputs, ID by ID, against the simulator's
+record of every POST it processed."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from postman_async.jobs import JobStore, submit_job, supervise_once
+from postman_async.jobs.taskiq_app import kick
+from postman_async.models import MessageStatus
+from postman_async.reports import MessageState
+
+from .harness import (
+    JobRedis,
+    Sim,
+    Workers,
+    assert_against_ground_truth,
+    results_by_id,
+    wait_finished,
+)
+
+
+def known(ids: list[str]) -> dict[str, MessageState]:
+    """The simulator pre-creates failed messages with one attempt (as a listing shows)."""
+    return {i: MessageState(i, MessageStatus.FAILURE, 1) for i in ids}
+
+
+async def run_job(
+    redis: aioredis.Redis, sim: Sim, job_id: str, ids: list[object], **settings: object
+) -> JobStore:
+    await submit_job(redis, job_id, ids, sim.settings(**settings), known=known(sim.ids))
+    return JobStore(redis, job_id)
+
+
+async def test_duplicates_and_invalid_ids_get_one_result_each(
+    redis: aioredis.Redis, simulator: Sim, workers: Workers
+) -> None:
+    for _ in range(2):
+        workers.start()
+    inputs: list[object] = [*simulator.ids, *simulator.ids[:10], "bad id", "", 42, "message_nope"]
+    store = await run_job(redis, simulator, "dups", inputs)
+    await wait_finished(store)
+    results = await results_by_id(store)
+    distinct = {*simulator.ids, "bad id", "", "42", "message_nope"}
+    assert_against_ground_truth(results, distinct, await simulator.stats())
+    progress = await store.progress()
+    assert progress.duplicates == 10 and progress.submitted == len(inputs)
+    assert results["bad id"]["outcome"] == "error" and results["42"]["outcome"] == "error"
+    assert results["message_nope"]["outcome"] == "skipped_not_found"
+    assert progress.counts["retried"] == len(simulator.ids)
+
+
+@pytest.mark.parametrize("point", ["after_intent", "before_result"])
+@pytest.mark.simulator("--retry-failure-rate", "1.0")
+async def test_sigkill_around_the_post_sends_no_second_post(
+    redis: aioredis.Redis, simulator: Sim, workers: Workers, point: str
+) -> None:
+    """Killed after the intent (no POST yet), or after the server processed the POST but
+    before the result was written, with the retried message failing again: the next holder
+    reads once and either POSTs (nothing went out) or records ``retried`` (it took)."""
+    results, stats, victim = await kill_scenario(redis, simulator, workers, point)
+    assert_against_ground_truth(results, set(simulator.ids), stats)
+    assert stats["posts"]["retries"][victim] == 1
+    assert results[victim]["outcome"] == "retried"
+    if point == "before_result":
+        assert "not re-sent" in results[victim]["detail"]
+
+
+@pytest.mark.parametrize("point", ["before_intent", "after_intent"])
+async def test_a_stopped_worker_resumed_after_its_lease_moved_on_is_fenced_out(
+    redis: aioredis.Redis, simulator: Sim, workers: Workers, point: str
+) -> None:
+    results, stats, victim = await stop_scenario(redis, simulator, workers, point)
+    assert_against_ground_truth(results, set(simulator.ids), stats)
+    assert stats["posts"]["retries"][victim] == 1
+
+
+Outcome = tuple[dict[str, dict[str, Any]], dict[str, Any], str]
+
+
+async def kill_scenario(
+    redis: aioredis.Redis, sim: Sim, workers: Workers, point: str, mutation: str | None = None
+) -> Outcome:
+    """A worker SIGKILLed at ``point`` for one message; another finishes the job."""
+    victim = sim.ids[7]
+    doomed = workers.start(failpoints=f"{point}={victim}", mutation=mutation)
+    store = await run_job(redis, sim, f"kill-{point}", sim.ids)
+    assert await asyncio.to_thread(doomed.wait, 30) == -signal.SIGKILL
+    workers.start(mutation=mutation)
+    await wait_finished(store)
+    return await results_by_id(store), await sim.stats(), victim
+
+
+async def stop_scenario(
+    redis: aioredis.Redis, sim: Sim, workers: Workers, point: str, mutation: str | None = None
+) -> Outcome:
+    """A worker SIGSTOPped at ``point`` for one message, resumed once another worker has
+    taken its chunk over and finished the job."""
+    victim = sim.ids[3]
+    stopped = workers.start(failpoints=f"{point}={victim}@stop", mutation=mutation)
+    store = await run_job(redis, sim, f"stop-{point}", sim.ids)
+    await _until(lambda: _is_stopped(stopped.pid))
+    workers.start(mutation=mutation)
+    await wait_finished(store)
+    stopped.send_signal(signal.SIGCONT)
+    await asyncio.sleep(1.5)  # room for a fenced-out POST to go out, if it could
+    return await results_by_id(store), await sim.stats(), victim
+
+
+async def test_a_chunk_delivered_twice_and_one_lost_still_finish_once(
+    redis: aioredis.Redis, simulator: Sim, workers: Workers
+) -> None:
+    delivered: list[tuple[str, int]] = []
+
+    async def lossy_kick(job_id: str, chunk: int) -> None:
+        delivered.append((job_id, chunk))
+        if chunk == 0:
+            return  # lost: never reaches the broker
+        await kick(job_id, chunk)
+        if chunk == 1:
+            await kick(job_id, chunk)  # duplicated delivery
+
+    await submit_job(
+        redis,
+        "lossy",
+        simulator.ids,
+        simulator.settings(),
+        known=known(simulator.ids),
+        kick=lossy_kick,
+    )
+    store = JobStore(redis, "lossy")
+    for _ in range(2):
+        workers.start()
+    await wait_finished(store)
+    assert (("lossy", 0)) in delivered
+    assert_against_ground_truth(
+        await results_by_id(store), set(simulator.ids), await simulator.stats()
+    )
+
+
+@pytest.mark.simulator("--latency-ms", "20", messages=150)
+async def test_a_redis_restart_mid_job_loses_nothing(
+    redis: aioredis.Redis, job_redis: JobRedis, simulator: Sim, workers: Workers
+) -> None:
+    for _ in range(2):
+        workers.start(concurrency=2)
+    store = await run_job(redis, simulator, "restart", simulator.ids, chunks=2)
+    await _until_async(lambda: _done_at_least(store, 20))
+    await asyncio.to_thread(job_redis.restart)
+    await redis.connection_pool.disconnect()
+    await wait_finished(store, timeout=90)
+    progress = await store.progress()
+    assert progress.done < len(simulator.ids) + 1
+    assert_against_ground_truth(
+        await results_by_id(store), set(simulator.ids), await simulator.stats()
+    )
+
+
+@pytest.mark.simulator("--rate-limit", "10", "--competing-share", "0.5", messages=40)
+async def test_a_429_storm_across_four_workers_keeps_one_budget(
+    redis: aioredis.Redis, simulator: Sim, workers: Workers
+) -> None:
+    """A competing client takes half of the campaign's 10/s: four workers that share the
+    campaign's Redis limiter meet a storm of 429s, slow down together, and the server never
+    sees more than 10 of their calls in a sliding second."""
+    for _ in range(4):
+        workers.start(concurrency=4)
+    store = await run_job(redis, simulator, "storm", simulator.ids, rate=10.0, chunks=8)
+    await wait_finished(store, timeout=90)
+    stats = await simulator.stats()
+    assert stats["throttled"] > 0
+    assert stats["maxPerSecond"] <= 10
+    assert_against_ground_truth(await results_by_id(store), set(simulator.ids), stats)
+
+
+async def test_a_killed_producer_rerun_submits_each_id_once(
+    redis: aioredis.Redis, job_redis: JobRedis, simulator: Sim, workers: Workers, tmp_path: Path
+) -> None:
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("\n".join([*simulator.ids, *simulator.ids[:5]]) + "\n")
+    producer = _producer(job_redis.url, simulator, ids_file, die_after=25)
+    assert await asyncio.to_thread(producer.wait, 30) == -signal.SIGKILL
+    progress = await JobStore(redis, "producer").progress()
+    assert not progress.sealed and 0 < progress.submitted < len(simulator.ids)
+    workers.start()
+    rerun = _producer(job_redis.url, simulator, ids_file, die_after=0)
+    assert await asyncio.to_thread(rerun.wait, 30) == 0
+    store = JobStore(redis, "producer")
+    await wait_finished(store)
+    progress = await store.progress()
+    assert progress.submitted == len(simulator.ids) + 5 and progress.duplicates == 5
+    assert_against_ground_truth(
+        await results_by_id(store), set(simulator.ids), await simulator.stats()
+    )
+
+
+@pytest.mark.simulator("--rate-limit", "10", messages=80)
+async def test_cancel_stops_new_posts_and_still_gives_every_id_a_result(
+    redis: aioredis.Redis, simulator: Sim, workers: Workers
+) -> None:
+    workers.start()
+    store = await run_job(redis, simulator, "cancel", simulator.ids, rate=10.0)
+    await _until_async(lambda: _done_at_least(store, 10))
+    await store.cancel()
+    await wait_finished(store)
+    results = await results_by_id(store)
+    stats = await simulator.stats()
+    assert_against_ground_truth(results, set(simulator.ids), stats)
+    cancelled = [i for i, r in results.items() if r["outcome"] == "cancelled"]
+    assert len(cancelled) > 40
+    assert all(i not in stats["posts"]["retries"] for i in cancelled)
+    assert (await store.progress()).state == "cancelled"
+
+
+async def test_supervisor_rekicks_only_what_stalled(redis: aioredis.Redis, simulator: Sim) -> None:
+    kicked: list[int] = []
+
+    async def record(job_id: str, chunk: int) -> None:
+        kicked.append(chunk)
+
+    await submit_job(redis, "sup", simulator.ids, simulator.settings(lease_ttl=1.0), kick=record)
+    assert sorted(kicked) == [0, 1, 2, 3]
+    assert await supervise_once(redis, record) == 0  # just kicked: debounced
+    await asyncio.sleep(2.1)  # twice the lease TTL, and nobody took them
+    assert await supervise_once(redis, record) == 4
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _producer(redis_url: str, sim: Sim, ids_file: Path, die_after: int) -> subprocess.Popen[bytes]:
+    code = f"""
+import asyncio, os, signal
+import redis.asyncio as aioredis
+from postman_async.jobs import JobSettings, JobStore, store
+store.SUBMIT_BATCH = 10
+async def lines():
+    with open({str(ids_file)!r}) as handle:
+        for n, line in enumerate(handle):
+            if {die_after} and n == {die_after}:
+                os.kill(os.getpid(), signal.SIGKILL)
+            yield line.strip()
+async def main():
+    from postman_async.jobs import taskiq_app, submit_job
+    taskiq_app.configure({redis_url!r})
+    r = aioredis.Redis.from_url({redis_url!r})
+    settings = JobSettings(campaign_id={sim.campaign_id!r}, base_url={sim.base_url!r}, chunks=4,
+                           rate=1000.0, lease_ttl=2.0, window=0.5, http_timeout=2.0)
+    await submit_job(r, "producer", lines(), settings)
+    await r.aclose()
+asyncio.run(main())
+"""
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def _is_stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+        return handle.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+async def _until(check: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.05)
+
+
+async def _until_async(check: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.05)
+
+
+async def _done_at_least(store: JobStore, count: int) -> bool:
+    return (await store.progress()).done >= count

@@ -1,0 +1,33 @@
+"""Each journal rule, removed, makes its job test fail: the checks can see a double POST."""
+
+from __future__ import annotations
+
+import pytest
+import redis.asyncio as aioredis
+
+from .harness import Sim, Workers, assert_against_ground_truth
+from .test_job_crashes import kill_scenario, stop_scenario
+
+
+@pytest.mark.simulator("--retry-failure-rate", "1.0")
+async def test_without_reconcile_a_killed_workers_post_is_sent_twice(
+    redis: aioredis.Redis, simulator: Sim, workers: Workers
+) -> None:
+    results, stats, victim = await kill_scenario(
+        redis, simulator, workers, "before_result", mutation="no_reconcile"
+    )
+    assert stats["posts"]["retries"][victim] == 2
+    with pytest.raises(AssertionError, match="a second POST"):
+        assert_against_ground_truth(results, set(simulator.ids), stats)
+
+
+@pytest.mark.parametrize(
+    ("point", "mutation"), [("before_intent", "no_fencing"), ("after_intent", "no_window")]
+)
+async def test_without_fencing_or_window_a_resumed_worker_posts_again(
+    redis: aioredis.Redis, simulator: Sim, workers: Workers, point: str, mutation: str
+) -> None:
+    results, stats, victim = await stop_scenario(redis, simulator, workers, point, mutation)
+    assert stats["posts"]["retries"][victim] == 2
+    with pytest.raises(AssertionError, match="a second POST"):
+        assert_against_ground_truth(results, set(simulator.ids), stats)

@@ -1,7 +1,8 @@
 """Helpers for the job tests (fixtures in conftest.py). Real processes: one redis-server (AOF
 on, ``appendfsync always``, as the README requires) for the session, the simulator in its own
 process per test, and taskiq worker processes (``python -m postman_async.jobs.worker``)
-started, killed, stopped and resumed by the tests. Ground truth is the simulator's ledger of every POST it processed."""
+started, killed, stopped and resumed by the tests. Ground truth is the simulator's ledger of
+every POST it processed."""
 
 from __future__ import annotations
 

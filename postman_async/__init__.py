@@ -59,6 +59,7 @@ from .reports import (
     SettleReport,
 )
 from .rules import AttemptCap
+from .sinks import NdjsonSink, ResultSink, SeenIds
 
 __all__ = [
     "PRODUCTION_URL",
@@ -85,6 +86,7 @@ __all__ = [
     "MessageResult",
     "MessageState",
     "MessageStatus",
+    "NdjsonSink",
     "NoFailedBatchMessagesError",
     "NotFoundError",
     "Outcome",
@@ -102,10 +104,12 @@ __all__ = [
     "Priority",
     "RateLimiter",
     "RateLimiterUnavailableError",
+    "ResultSink",
     "RetryBudgetExhaustedError",
     "RetryOrchestrator",
     "RetryReport",
     "RoundReport",
+    "SeenIds",
     "ServerError",
     "SettleProgress",
     "SettleReport",

@@ -22,6 +22,7 @@ from typing import Any
 
 from . import errors
 from ._console import Output
+from .cli_jobs import JobCliError, add_job_parser, cmd_job, run_worker
 from .client import PostmanClient
 from .converter import encode
 from .demo import DemoOptions, progress_line, run_demo
@@ -125,6 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     settle.add_argument("--batch", action="append", default=[], help="a batch id (repeat)")
     settle.add_argument("--ids-file", help="file of IDs, one per line ('-' for stdin)")
     settle.add_argument("--timeout-total", type=float, default=3600.0, metavar="SECONDS")
+
+    add_job_parser(sub, api, common)
 
     sim = sub.add_parser("simulator", help="run the Postman v2 simulator standalone")
     sim.add_argument("--host", default="127.0.0.1")
@@ -522,11 +525,12 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Output], Coroutine[Any, Any, i
     "retry-batch": cmd_retry_batch,
     "settle": cmd_settle,
     "simulator": cmd_simulator,
+    "job": cmd_job,
 }
 
 
 def _exit_code(exc: BaseException) -> int:
-    if isinstance(exc, (errors.ValidationError, CliError)):
+    if isinstance(exc, (errors.ValidationError, CliError, JobCliError)):
         return getattr(exc, "code", EXIT_INPUT)
     if isinstance(
         exc, (errors.AuthenticationError, errors.IpNotAllowedError, errors.PermissionDeniedError)
@@ -542,13 +546,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Output(as_json=getattr(args, "json", False))
     command = COMMANDS[args.command]
     try:
+        if args.command == "job" and args.job_command == "worker":
+            return run_worker(args)
         return asyncio.run(command(args, out))
     except KeyboardInterrupt:
         orchestrator = getattr(args, "orchestrator", None)
         report = orchestrator.report if orchestrator is not None else None
         out.line("interrupted" + (f"; done so far: {report.summary()}" if report else ""))
         return EXIT_INTERRUPTED
-    except (errors.PostmanError, CliError) as exc:
+    except (errors.PostmanError, CliError, JobCliError) as exc:
         print(f"postman-async: {exc}", file=sys.stderr)
         partial = getattr(exc, "report", None)
         if isinstance(partial, RetryReport) and len(partial):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterable, Collection, Iterable, Mapping
 from typing import Any
@@ -33,6 +34,7 @@ from .models import Priority
 from .ratelimit import Clock, RateLimiter, Sleep
 from .reports import BatchRetryReport, MessageState, OutcomesReport, RetryReport, SettleReport
 from .rules import NOT_WORTH_RETRYING, AttemptCap
+from .sinks import NdjsonSink, ResultSink, as_sink
 
 logger = logging.getLogger("postman_async")
 
@@ -110,21 +112,31 @@ class RetryOrchestrator:
         *,
         on_progress: ProgressCallback | None = None,
         known_attempts: Mapping[str, int] | None = None,
+        sink: ResultSink | str | os.PathLike[str] | None = None,
     ) -> RetryReport:
         """Retry each distinct ID once. Returns a report with one result per distinct ID.
 
         ``known_attempts`` (ID -> attempt count last read) lets an ambiguous failure be
         reconciled exactly and teaches the attempt cap. ``on_progress`` is called with the
-        report after each result.
+        report after each result. ``sink``: a callable given each result as it completes, or
+        a path to write them to as NDJSON; the report then keeps only counters (bounded
+        memory for millions of IDs; see :mod:`postman_async.sinks`).
 
         Cancelling the call stops the workers promptly; ``self.report`` then holds what was
         done (IDs in flight are ``cancelled``: their retry may or may not have been applied).
         A fatal error (bad key, IP not allowed, retry budget spent) stops the run and is
         raised with the partial report as its ``report`` attribute.
         """
-        report = self.report = RetryReport()
+        target = as_sink(sink) if sink is not None else None
+        report = self.report = RetryReport(sink=target)
         known = {i: MessageState(i, None, attempts=a) for i, a in (known_attempts or {}).items()}
-        await retry_each(self.executor, message_ids, report, known=known, on_progress=on_progress)
+        try:
+            await retry_each(
+                self.executor, message_ids, report, known=known, on_progress=on_progress
+            )
+        finally:
+            if isinstance(target, NdjsonSink) and target is not sink:
+                target.close()
         logger.info("retry run done: %s", report.summary())
         return report
 

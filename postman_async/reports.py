@@ -6,14 +6,17 @@ import enum
 import json
 import os
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from .converter import encode
 from .errors import APIError, OutcomeUnknownError, PostmanError, ValidationError
 from .models import Message, MessageStatus
+
+if TYPE_CHECKING:
+    from .sinks import SeenIds
 
 
 class Outcome(str, enum.Enum):
@@ -66,10 +69,20 @@ class MessageResult:
 
 
 class RetryReport:
-    """One result per distinct input ID, plus counters. Iterate it for the results."""
+    """One result per distinct input ID, plus counters. Iterate it for the results.
 
-    def __init__(self) -> None:
+    With a ``sink`` (a callable taking each :class:`MessageResult`), results go there as they
+    complete and the report keeps only counters and the IDs in flight: iterating it yields
+    nothing. Duplicates are still detected (``sinks.SeenIds``: 8 bytes per distinct ID)."""
+
+    def __init__(self, sink: Callable[[MessageResult], Any] | None = None) -> None:
         self._results: dict[str, MessageResult | None] = {}
+        self.sink = sink
+        self._seen: SeenIds | None = None
+        if sink is not None:
+            from .sinks import SeenIds
+
+            self._seen = SeenIds()
         self.counts: Counter[Outcome] = Counter()
         self.duplicates = 0
         self.calls = 0
@@ -80,7 +93,10 @@ class RetryReport:
 
     def claim(self, message_id: str) -> bool:
         """Reserve an ID for this run; False for a duplicate."""
-        if message_id in self._results:
+        duplicate = (
+            message_id in self._results if self._seen is None else not self._seen.add(message_id)
+        )
+        if duplicate:
             self.duplicates += 1
             return False
         self._results[message_id] = None
@@ -89,8 +105,12 @@ class RetryReport:
     def record(self, result: MessageResult) -> None:
         if self._results.get(result.message_id) is not None:
             raise RuntimeError(f"{result.message_id} already has a result")
-        self._results[result.message_id] = result
         self.counts[result.outcome] += 1
+        if self.sink is None:
+            self._results[result.message_id] = result
+            return
+        self._results.pop(result.message_id, None)  # only the IDs in flight stay
+        self.sink(result)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -111,7 +131,8 @@ class RetryReport:
 
     @property
     def pending(self) -> list[str]:
-        """IDs taken from the input that have no result (only after a cancellation)."""
+        """IDs taken from the input that have no result (only after a cancellation or a
+        fatal error)."""
         return [i for i, r in self._results.items() if r is None]
 
     def ids(self, *outcomes: Outcome) -> list[str]:

@@ -1,0 +1,204 @@
+"""``postman-async job submit|status|report|cancel|worker``: crash-safe retry jobs in Redis,
+run by any number of worker processes (``pip install "postman-async[taskiq]"``).
+
+Redis: ``--redis`` or ``POSTMAN_ASYNC_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ._console import Output
+from .client import default_base_url
+from .models import MessageStatus
+from .reports import MessageState
+
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+
+
+class JobCliError(Exception):
+    """A job command cannot go on: bad input (exit 2) or Redis unreachable (exit 1)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def add_job_parser(sub: Any, api: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    job = sub.add_parser("job", help="crash-safe retry jobs run by worker processes (Redis)")
+    actions = job.add_subparsers(dest="job_command", required=True)
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument(
+        "--redis",
+        default=os.environ.get("POSTMAN_ASYNC_REDIS_URL", DEFAULT_REDIS),
+        help="Redis URL (default: $POSTMAN_ASYNC_REDIS_URL or %(default)s)",
+    )
+    submit = actions.add_parser(
+        "submit",
+        parents=[api, where],
+        help="stream IDs into a job and start it",
+        description="Lines are 'ID' or 'ID,ATTEMPTS' (the attempt count last read, which "
+        "makes recovery after a worker crash exact). Re-running the same submit after a "
+        "crash continues where it stopped.",
+    )
+    submit.add_argument("job_id")
+    submit.add_argument("--ids-file", required=True, help="file of IDs ('-' for stdin)")
+    submit.add_argument("--chunks", type=int, default=64, help="units of work (default 64)")
+    submit.add_argument(
+        "--budget-share", type=float, default=1.0, help="share of the campaign's rate (0..1]"
+    )
+    status = actions.add_parser("status", parents=[common, where], help="a job's progress")
+    status.add_argument("job_id")
+    report = actions.add_parser("report", parents=[common, where], help="write a job's results")
+    report.add_argument("job_id")
+    report.add_argument("--out", required=True, help="file to write")
+    report.add_argument("--format", choices=("ndjson", "json"), default="ndjson")
+    report.add_argument(
+        "--expire-after",
+        type=float,
+        default=86400.0,
+        metavar="SECONDS",
+        help="let the job's keys expire this long after a finished job's report (default 1 day)",
+    )
+    cancel = actions.add_parser("cancel", parents=[common, where], help="stop a job")
+    cancel.add_argument("job_id")
+    worker = actions.add_parser(
+        "worker", parents=[where], help="run a worker (reads POSTMAN_API_KEY or ..._FILE)"
+    )
+    worker.add_argument("--concurrency", type=int, default=16, help="chunks run at once")
+    worker.add_argument("--supervise-every", type=float, default=5.0, metavar="SECONDS")
+
+
+async def cmd_job(args: argparse.Namespace, out: Output) -> int:
+    try:
+        import redis.asyncio as aioredis
+        from redis.exceptions import RedisError
+
+        from .jobs import JobError, JobStore, taskiq_app
+    except ImportError as exc:
+        raise JobCliError(str(exc)) from exc
+    taskiq_app.configure(args.redis)
+    redis = aioredis.Redis.from_url(args.redis)
+    try:
+        store = JobStore(redis, args.job_id)
+        handler = {"submit": _submit, "status": _status, "report": _report, "cancel": _cancel}
+        return await handler[args.job_command](args, store, out)
+    except JobError as exc:
+        raise JobCliError(str(exc)) from exc
+    except RedisError as exc:
+        raise JobCliError(f"Redis at {args.redis}: {exc}", code=1) from exc
+    finally:
+        await redis.aclose()
+        await taskiq_app.broker.connection_pool.disconnect()
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """``job worker``: it owns its event loop and signal handling (SIGTERM: finish, exit)."""
+    try:
+        from .jobs import taskiq_app, worker
+    except ImportError as exc:
+        raise JobCliError(str(exc)) from exc
+    taskiq_app.configure(args.redis)
+    return worker.run(args.concurrency, args.supervise_every)
+
+
+async def _submit(args: argparse.Namespace, store: Any, out: Output) -> int:
+    from .jobs import JobSettings, submit_job
+
+    key = os.environ.get("POSTMAN_API_KEY", "")
+    if not args.campaign:
+        raise JobCliError("give --campaign or set POSTMAN_CAMPAIGN_ID")
+    if not args.base_url and not key:
+        raise JobCliError("give --base-url (or set POSTMAN_API_KEY, whose prefix names it)")
+    settings = JobSettings(
+        campaign_id=args.campaign,
+        base_url=args.base_url or default_base_url(key),
+        chunks=args.chunks,
+        rate=args.rate_limit,
+        budget_share=args.budget_share,
+        http_timeout=args.timeout,
+    )
+    progress = await submit_job(store.redis, store.job_id, _lines(args.ids_file), settings)
+    _show(out, progress.to_dict())
+    return 0
+
+
+async def _status(args: argparse.Namespace, store: Any, out: Output) -> int:
+    _show(out, (await store.progress()).to_dict())
+    return 0
+
+
+async def _report(args: argparse.Namespace, store: Any, out: Output) -> int:
+    progress = await store.progress()
+    if args.format == "ndjson":
+        count = await store.write_ndjson(args.out)
+    else:
+        count = await store.write_report_json(args.out)
+    if progress.finished:
+        await store.expire(args.expire_after)
+    note = "" if progress.finished else " (the job is still running: a partial report)"
+    if out.as_json:
+        partial = not progress.finished
+        out.json({"jobId": store.job_id, "results": count, "path": args.out, "partial": partial})
+    else:
+        out.line(f"{count} results written to {args.out}{note}")
+    return 0
+
+
+async def _cancel(args: argparse.Namespace, store: Any, out: Output) -> int:
+    await store.require_settings()
+    await store.cancel()
+    _show(out, (await store.progress()).to_dict())
+    return 0
+
+
+def _show(out: Output, data: dict[str, Any]) -> None:
+    if out.as_json:
+        out.json(data)
+        return
+    chunks = data["chunks"]
+    counts = ", ".join(f"{k} {v}" for k, v in data["counts"].items()) or "none yet"
+    eta = data["etaSeconds"]
+    out.line(
+        f"job {data['jobId']}: {data['state']}; {data['done']} of {data['distinct']} IDs done "
+        f"({counts}); {data['duplicates']} duplicates; {data['calls']} calls; chunks "
+        f"{chunks['done']} done, {chunks['leased']} running, {chunks['pending']} waiting"
+        + ("" if eta is None else f"; about {_duration(eta)} left at the campaign's rate")
+    )
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+async def _lines(path: str) -> AsyncIterator[object]:
+    """IDs (or ``ID,ATTEMPTS``) from a file or stdin, streamed line by line."""
+    handle = sys.stdin if path == "-" else await asyncio.to_thread(_open, path)
+    try:
+        while lines := await asyncio.to_thread(handle.readlines, 1 << 20):
+            for line in lines:
+                text = line.strip()
+                if not text or text.startswith("#"):
+                    continue
+                message_id, _, attempts = text.partition(",")
+                if attempts.strip().isdigit():
+                    yield MessageState(message_id.strip(), MessageStatus.FAILURE, int(attempts))
+                else:
+                    yield text
+    finally:
+        if handle is not sys.stdin:
+            handle.close()
+
+
+def _open(path: str) -> Any:
+    try:
+        return open(path, encoding="utf-8")
+    except OSError as exc:
+        raise JobCliError(f"cannot read {path}: {exc.strerror}") from exc

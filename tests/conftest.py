@@ -9,6 +9,8 @@ a no-op.
 from __future__ import annotations
 
 import inspect
+import os
+import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -16,9 +18,12 @@ import aiohttp
 import aioresponses.core
 import pytest
 import pytest_asyncio
+import redis.asyncio as aioredis
 
 from postman_async import _session
 from postman_async.testing import PostmanSimulator
+
+from .jobs.harness import JobRedis
 
 
 class _NullStreamWriter:
@@ -60,3 +65,31 @@ async def make_sim() -> AsyncIterator[Callable[..., Any]]:
     yield make
     for sim in started:
         await sim.stop()
+
+
+# -- Redis for the job tests (tests/jobs, tests/examples) ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def job_redis() -> Iterator[JobRedis]:
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is missing: .ci/run should have installed it")
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    server = JobRedis()
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.dir, ignore_errors=True)
+
+
+@pytest.fixture
+async def redis(job_redis: JobRedis) -> AsyncIterator[aioredis.Redis]:
+    from postman_async.jobs import taskiq_app
+
+    taskiq_app.configure(job_redis.url)  # a pool for this test's event loop
+    client = aioredis.Redis.from_url(job_redis.url)
+    await client.flushall()
+    yield client
+    await client.aclose()
+    await taskiq_app.broker.connection_pool.disconnect()

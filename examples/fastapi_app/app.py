@@ -1,18 +1,23 @@
-"""A FastAPI service on one Postman campaign.
+"""A FastAPI service on one Postman campaign, with crash-safe retry jobs in Redis.
 
 - One ``PostmanClient`` for the whole app, created in the lifespan (so its aiohttp session
-  lives in the server's event loop and is closed on shutdown).
-- ``POST /otp`` sends an OTP from the request handler in the HIGH lane: it goes ahead of any
-  bulk work on the same campaign, so it waits at most about one token interval.
-- ``POST /retry-jobs`` starts a background retry job (the orchestrator uses the BULK lane);
-  ``GET /retry-jobs/{id}`` shows its progress and result. Jobs are cancelled on shutdown.
+  lives in the server's event loop and is closed on shutdown). Its limiter is the campaign's
+  ``RedisRateLimiter``, shared with the job workers: one 10/s budget for everything.
+- ``POST /otp`` sends an OTP from the request handler in the HIGH lane: it goes ahead of the
+  job workers' BULK calls on the same campaign, so it waits at most about two intervals.
+- ``POST /retry-jobs`` submits a retry job to Redis and returns its id; worker processes
+  (``postman-async job worker``) run it and survive this app's redeploys. ``GET
+  /retry-jobs/{id}`` reads its progress from Redis (any replica can answer), ``GET
+  /retry-jobs/{id}/results`` streams its results as NDJSON, ``DELETE /retry-jobs/{id}``
+  cancels it.
 
-Run: ``POSTMAN_API_KEY=... POSTMAN_CAMPAIGN_ID=... uvicorn examples.fastapi_app.app:app``
+Run: ``POSTMAN_API_KEY=... POSTMAN_CAMPAIGN_ID=... POSTMAN_ASYNC_REDIS_URL=redis://...
+uvicorn examples.fastapi_app.app:app`` next to one or more ``postman-async job worker``.
 """
 
 from __future__ import annotations
 
-import asyncio
+import json
 import os
 import secrets
 import uuid
@@ -20,7 +25,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import redis.asyncio as aioredis
 from fastapi import FastAPI, HTTPException
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from postman_async import (
@@ -28,11 +35,11 @@ from postman_async import (
     PostmanClient,
     PostmanError,
     Priority,
-    RetryOrchestrator,
-    RetryReport,
     TooManyRequestsError,
     ValidationError,
 )
+from postman_async.jobs import JobError, JobSettings, JobStore, submit_job, taskiq_app
+from postman_async.ratelimit_redis import RedisRateLimiter
 
 
 class OtpRequest(BaseModel):
@@ -41,40 +48,34 @@ class OtpRequest(BaseModel):
 
 class RetryJobRequest(BaseModel):
     message_ids: list[str]
-
-
-class Job:
-    def __init__(self, orchestrator: RetryOrchestrator, task: asyncio.Task[RetryReport]) -> None:
-        self.orchestrator = orchestrator
-        self.task = task
-
-    def view(self) -> dict[str, Any]:
-        report = self.orchestrator.report
-        state = "running" if not self.task.done() else "done"
-        if self.task.done() and (self.task.cancelled() or self.task.exception()):
-            state = "failed"
-        return {
-            "state": state,
-            "progress": report.summary() if report else "starting",
-            "result": report.to_dict()["summary"] if report and report.finished else None,
-        }
+    #: the share of the campaign's rate the job may use, leaving room for OTPs
+    budget_share: float = 1.0
 
 
 def create_app(
-    api_key: str, campaign_id: str, *, base_url: str | None = None, rate_limit: float = 10.0
+    api_key: str,
+    campaign_id: str,
+    *,
+    redis_url: str,
+    base_url: str | None = None,
+    rate_limit: float = 10.0,
 ) -> FastAPI:
-    jobs: dict[str, Job] = {}
-
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        taskiq_app.configure(redis_url)
+        redis = aioredis.Redis.from_url(redis_url)
+        limiter = RedisRateLimiter(redis, campaign_id=campaign_id, rate=rate_limit)
         async with PostmanClient(
-            api_key=api_key, campaign_id=campaign_id, base_url=base_url, rate_limit=rate_limit
+            api_key=api_key,
+            campaign_id=campaign_id,
+            base_url=base_url,
+            rate_limit=rate_limit,
+            limiter=limiter,
         ) as client:
-            app.state.postman = client
+            app.state.postman, app.state.redis = client, redis
             yield
-            for job in jobs.values():
-                job.task.cancel()
-            await asyncio.gather(*(job.task for job in jobs.values()), return_exceptions=True)
+        await redis.aclose()
+        await taskiq_app.broker.connection_pool.disconnect()
 
     app = FastAPI(lifespan=lifespan)
 
@@ -101,19 +102,54 @@ def create_app(
         return {"message_id": message.id, "status": str(message.latest_status)}
 
     @app.post("/retry-jobs", status_code=202)
-    async def start_retry_job(request: RetryJobRequest) -> dict[str, str]:
-        orchestrator = RetryOrchestrator(app.state.postman)  # BULK lane by default
-        task = asyncio.create_task(orchestrator.retry_messages(request.message_ids))
+    async def start_retry_job(request: RetryJobRequest) -> dict[str, Any]:
+        client: PostmanClient = app.state.postman
         job_id = uuid.uuid4().hex
-        jobs[job_id] = Job(orchestrator, task)
-        return {"job_id": job_id}
+        settings = JobSettings(
+            campaign_id=campaign_id,
+            base_url=client.base_url,
+            rate=rate_limit,
+            budget_share=request.budget_share,
+        )
+        progress = await submit_job(app.state.redis, job_id, request.message_ids, settings)
+        return {"job_id": job_id, **progress.to_dict()}
+
+    def store(job_id: str) -> JobStore:
+        try:
+            return JobStore(app.state.redis, job_id)
+        except ValidationError as exc:
+            raise HTTPException(404, "no such job") from exc
 
     @app.get("/retry-jobs/{job_id}")
     async def retry_job(job_id: str) -> dict[str, Any]:
-        job = jobs.get(job_id)
-        if job is None:
-            raise HTTPException(404, "no such job")
-        return job.view()
+        try:
+            return (await store(job_id).progress()).to_dict()
+        except JobError as exc:
+            raise HTTPException(404, "no such job") from exc
+
+    @app.delete("/retry-jobs/{job_id}")
+    async def cancel_retry_job(job_id: str) -> dict[str, Any]:
+        job = store(job_id)
+        try:
+            await job.require_settings()
+        except JobError as exc:
+            raise HTTPException(404, "no such job") from exc
+        await job.cancel()
+        return (await job.progress()).to_dict()
+
+    @app.get("/retry-jobs/{job_id}/results")
+    async def retry_job_results(job_id: str) -> StreamingResponse:
+        job = store(job_id)
+        try:
+            await job.require_settings()
+        except JobError as exc:
+            raise HTTPException(404, "no such job") from exc
+
+        async def lines() -> AsyncIterator[str]:
+            async for result in job.results():
+                yield json.dumps(result) + "\n"
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
 
     return app
 
@@ -121,7 +157,12 @@ def create_app(
 def _app_from_env() -> FastAPI | None:
     key, campaign = os.environ.get("POSTMAN_API_KEY"), os.environ.get("POSTMAN_CAMPAIGN_ID")
     if key and campaign:
-        return create_app(key, campaign, base_url=os.environ.get("POSTMAN_BASE_URL"))
+        return create_app(
+            key,
+            campaign,
+            redis_url=os.environ.get("POSTMAN_ASYNC_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            base_url=os.environ.get("POSTMAN_BASE_URL"),
+        )
     return None
 
 

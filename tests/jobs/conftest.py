@@ -4,41 +4,14 @@ the simulator in its own process per test, and the test's worker processes."""
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
-import redis.asyncio as aioredis
 
 from postman_async.testing import SimulatorProcess
 
 from .harness import JobRedis, Sim, Workers
-
-
-@pytest.fixture(scope="session")
-def job_redis() -> Iterator[JobRedis]:
-    if shutil.which("redis-server") is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is missing: .ci/run should have installed it")
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    server = JobRedis()
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(server.dir, ignore_errors=True)
-
-
-@pytest.fixture
-async def redis(job_redis: JobRedis) -> AsyncIterator[aioredis.Redis]:
-    from postman_async.jobs import taskiq_app
-
-    taskiq_app.configure(job_redis.url)  # a pool for this test's event loop
-    client = aioredis.Redis.from_url(job_redis.url)
-    await client.flushall()
-    yield client
-    await client.aclose()
-    await taskiq_app.broker.connection_pool.disconnect()
 
 
 @pytest.fixture

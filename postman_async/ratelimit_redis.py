@@ -21,6 +21,9 @@ How it works:
   they wait and ask again. So an urgent call from any process waits at most about two
   intervals (the slot being served plus at most one bulk reservation), never behind queued
   bulk work.
+- A grant whose caller wakes later than half the margin (5 ms at least) after its slot, as a
+  busy host's processes do, is not sent: it takes a fresh slot. Sent late, it would land
+  against the slots other processes reserved after it (counted in ``late_requeues``).
 - A 429 seen by any process pauses the whole campaign for the delay. If a wider margin can
   cure it, the shared margin widens; otherwise (a competitor) the campaign's rate halves and
   recovers linearly over ``recovery`` seconds. The state is shared in Redis.
@@ -44,7 +47,7 @@ from . import margin as margin_rules
 from .errors import RateLimiterUnavailableError
 from .margin import MarginTuner
 from .models import Priority
-from .ratelimit import Clock, RateLimiter, Sleep
+from .ratelimit import LATE_WAKE_TOLERANCE, Clock, RateLimiter, Sleep
 
 logger = logging.getLogger("postman_async")
 
@@ -59,6 +62,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 __all__ = ["RateLimiterUnavailableError", "RedisRateLimiter"]
 
 REDIS_FLOOR = 0.008
+#: late wakes in a row after which a grant is sent anyway (a loop this slow cannot do better)
+MAX_LATE_REQUEUES = 3
 
 
 # The margin that 429s taught, shared by every process (fields m, mat of the penalty hash),
@@ -206,6 +211,8 @@ class RedisRateLimiter:
         self.redis_latencies: collections.deque[float] = collections.deque(maxlen=100_000)
         self.grants = 0
         self.fallback_grants = 0
+        #: grants woken too late to send, which took a fresh slot instead
+        self.late_requeues = 0
         self.throttles = 0
         self.rate_cuts = 0
 
@@ -240,7 +247,9 @@ class RedisRateLimiter:
         hold, half_life = int(margin_rules.HOLD * 1e6), int(margin_rules.HALF_LIFE * 1e6)
         return [local, int(tuner is not None), ceiling, floor, hold, half_life]
 
-    async def _reserve(self, bulk: bool) -> tuple[bool, float]:
+    async def _reserve(self, bulk: bool) -> tuple[bool, float, float]:
+        """Ask Redis for a slot: (reserved, seconds to wait, when it is due on our clock)."""
+        asked = self._clock()
         reserved, wait_us = await self._run(
             self._acquire_script,
             self._keys,
@@ -253,7 +262,20 @@ class RedisRateLimiter:
                 *self._margin_args(),
             ],
         )
-        return bool(reserved), max(0, int(wait_us)) / 1e6
+        wait = max(0, int(wait_us)) / 1e6
+        # Redis's clock read the slot somewhere in our round trip: take its middle.
+        return bool(reserved), wait, (asked + self._clock()) / 2 + wait
+
+    def _sent_on_time(self, due: float, late_so_far: int) -> bool:
+        """As in the in-process limiter: a grant woken later than half the margin (5 ms at
+        least) would squeeze against the slots reserved after it by other processes; it
+        takes a fresh slot instead, up to ``MAX_LATE_REQUEUES`` times in a row."""
+        local = self._fixed_margin if self.tuner is None else self.tuner.margin_from_latency
+        tolerance = max(self.slack, local / 2, LATE_WAKE_TOLERANCE)
+        if self._clock() - due <= tolerance or late_so_far >= MAX_LATE_REQUEUES:
+            return True
+        self.late_requeues += 1
+        return False
 
     async def acquire(self, priority: Priority = Priority.HIGH) -> None:
         if self._clock() < self._down_until and self._fallback is not None:
@@ -291,23 +313,30 @@ class RedisRateLimiter:
             await self._penalize_shared(1.0, None, pause_only=True)
             self._was_down = False
             logger.info("Redis is back: shared rate limiting resumed")
+        late = 0
         if priority == Priority.HIGH:
-            _, wait = await self._reserve(bulk=False)
-            if wait > 0:
-                await self._sleep(wait)
-            self.grants += 1
-            return
+            while True:
+                _, wait, due = await self._reserve(bulk=False)
+                if wait > 0:
+                    await self._sleep(wait)
+                if self._sent_on_time(due, late):
+                    self.grants += 1
+                    return
+                late += 1
         if self._bulk_lock is None:
             self._bulk_lock = asyncio.Lock()
         async with self._bulk_lock:
             while True:
-                reserved, wait = await self._reserve(bulk=True)
-                if reserved:
-                    if wait > 0:
-                        await self._sleep(wait)
+                reserved, wait, due = await self._reserve(bulk=True)
+                if not reserved:
+                    await self._sleep(max(wait, 0.001))
+                    continue
+                if wait > 0:
+                    await self._sleep(wait)
+                if self._sent_on_time(due, late):
                     self.grants += 1
                     return
-                await self._sleep(max(wait, 0.001))
+                late += 1
 
     async def penalize(self, delay: float, *, retry_after: float | None = None) -> None:
         """A 429 seen by this process: pause every process of the campaign for ``delay`` s;

@@ -24,11 +24,14 @@ end
 """
 
 #: ARGV: field, value, ... Creates the job's meta unless it exists. Returns 1 created, 0 not.
-CREATE = """
+CREATE = (
+    _NOW
+    + """
 if redis.call('HEXISTS', KEYS[1] .. ':meta', 'chunks') == 1 then return 0 end
-redis.call('HSET', KEYS[1] .. ':meta', unpack(ARGV))
+redis.call('HSET', KEYS[1] .. ':meta', 'created_ms', now, unpack(ARGV))
 return 1
 """
+)
 
 #: ARGV: expected position, new position, then (chunk, id, baseline, error_result) per item.
 #: Returns {1, position}, {-1, position} (another producer moved on), {-2, position} (sealed).

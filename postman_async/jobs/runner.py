@@ -19,11 +19,11 @@ from collections.abc import Callable
 
 import attrs
 
-from .._executor import Executor
+from .._executor import FATAL_ERRORS, Executor
 from .._fanout import retry_one
 from .._session import before_each_post, count_calls
 from ..client import PostmanClient
-from ..errors import NotFoundError
+from ..errors import NotFoundError, PostmanError
 from ..models import MessageStatus, Priority
 from ..ratelimit import Clock, Limiter, Sleep
 from ..reports import MessageResult, MessageState, Outcome
@@ -229,7 +229,8 @@ class _ChunkRun:
                 return
             except _Cancelled:
                 result = _cancelled(message_id)
-            if result.worth_another_run and await self._try_later(message_id):
+            transient = result.outcome == Outcome.ERROR and result.worth_another_run
+            if transient and await self._try_later(message_id):
                 raise _TryLater(str(result.detail))
             await self._record(result, written[-1] if written else expected, calls[0])
 
@@ -275,6 +276,12 @@ class _ChunkRun:
             message, date = await self.client._get_message_dated(message_id, Priority.BULK)
         except NotFoundError:
             message, date = None, None
+        except FATAL_ERRORS:
+            raise
+        except PostmanError as exc:  # the read failed: the intent stays, read again later
+            raise _TryLater(
+                f"reading {message_id} to settle a crashed holder's POST: {exc}"
+            ) from exc
         since = (await _redis_ms(self.store) - intent.at_ms) / 1000
         verdict = reconcile(
             message_id, intent, message, server_date=date, seconds_since_intent=since

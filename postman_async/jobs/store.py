@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any, TextIO
@@ -93,6 +92,8 @@ class JobProgress:
     finished: bool
     rate: float
     budget_share: float
+    #: seconds from creation to the end (or to now, while it runs)
+    elapsed: float = 0.0
 
     @property
     def pending(self) -> int:
@@ -128,6 +129,7 @@ class JobProgress:
                 "leased": self.chunks_leased,
                 "pending": self.chunks_pending,
             },
+            "elapsedSeconds": round(self.elapsed, 1),
             "etaSeconds": None if self.eta_seconds is None else round(self.eta_seconds, 1),
         }
 
@@ -202,7 +204,6 @@ class JobStore:
         """Create the job, or return the stored settings if it exists with the same campaign
         and chunking (submitting again is idempotent)."""
         fields = {k: str(v) for k, v in attrs.asdict(settings).items()}
-        fields["created_ms"] = str(int(time.time() * 1000))
         await self.run("CREATE", *(x for pair in fields.items() for x in pair))
         await self.redis.sadd(self.active_key, self.job_id)
         stored = await self.require_settings()
@@ -291,10 +292,10 @@ class JobStore:
         settings = await self.require_settings()
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.key("count"))
-            pipe.hmget(self.key("meta"), ["sealed", "cancelled", "finished_ms"])
+            pipe.hmget(self.key("meta"), ["sealed", "cancelled", "finished_ms", "created_ms"])
             pipe.scard(self.key("chunks_done"))
             counts_raw, flags, chunks_done = await pipe.execute()
-        _now, leased = await self.run("LEASE_COUNT")
+        now_ms, leased = await self.run("LEASE_COUNT")
         counts = {k.decode(): int(v) for k, v in counts_raw.items()}
         return JobProgress(
             job_id=self.job_id,
@@ -312,6 +313,7 @@ class JobStore:
             sealed=flags[0] == b"1",
             cancelled=flags[1] == b"1",
             finished=flags[2] is not None,
+            elapsed=(int(flags[2] or now_ms) - int(flags[3] or now_ms)) / 1000,
             rate=settings.rate,
             budget_share=settings.budget_share,
         )
@@ -340,6 +342,7 @@ class JobStore:
             "counts": {o.value: progress.counts.get(o.value, 0) for o in Outcome},
             "duplicates": progress.duplicates,
             "calls": progress.calls,
+            "elapsedSeconds": round(progress.elapsed, 3),
             "finished": progress.finished,
             "jobId": self.job_id,
         }

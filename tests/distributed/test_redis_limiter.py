@@ -217,3 +217,23 @@ async def test_a_jitter_429_widens_the_margin_every_process_uses(
     finally:
         await first.aclose()
         await second.aclose()
+
+
+async def test_a_grant_woken_late_takes_a_fresh_slot(redis_server: RedisServer) -> None:
+    """A caller that oversleeps its slot (a busy host) does not send then: it reserves anew,
+    so its call cannot squeeze against the slots other processes reserved after it."""
+    overslept: list[float] = []
+
+    async def sleepy(delay: float) -> None:
+        extra = 0.05 if not overslept else 0.0
+        overslept.append(extra)
+        await asyncio.sleep(delay + extra)
+
+    limiter = RedisRateLimiter(redis_server.url, campaign_id="c7", rate=10, sleep=sleepy)
+    try:
+        await limiter.acquire()  # due now: no sleep
+        await limiter.acquire()  # due in ~100 ms: woken 50 ms late, so it asks again
+        assert limiter.late_requeues == 1 and limiter.grants == 2
+        assert overslept[0] == 0.05 and len(overslept) == 2
+    finally:
+        await limiter.aclose()

@@ -222,6 +222,21 @@ async def test_cancel_stops_new_posts_and_still_gives_every_id_a_result(
     assert (await store.progress()).state == "cancelled"
 
 
+@pytest.mark.simulator("--server-error-rate", "0.1")
+async def test_server_errors_on_posts_and_reads_never_double_a_post(
+    redis: aioredis.Redis, simulator: Sim, workers: Workers
+) -> None:
+    """5xx answers (the POST's outcome unknown, reads failing): an ID whose answer was lost
+    stays pending with its intent and is settled by a read before any re-send."""
+    for _ in range(2):
+        workers.start()
+    store = await run_job(redis, simulator, "faults", simulator.ids)
+    await wait_finished(store, timeout=90)
+    results = await results_by_id(store)
+    assert_against_ground_truth(results, set(simulator.ids), await simulator.stats())
+    assert all(r["outcome"] == "retried" for r in results.values())
+
+
 async def test_supervisor_rekicks_only_what_stalled(redis: aioredis.Redis, simulator: Sim) -> None:
     kicked: list[int] = []
 

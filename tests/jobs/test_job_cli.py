@@ -1,0 +1,75 @@
+"""``postman-async job ...`` as an operator runs it: submit, status, report, and the errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from ..conftest import JobRedis
+from .harness import Sim, Workers, assert_against_ground_truth
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "postman_async", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+async def test_submit_status_report_and_errors(
+    redis: aioredis.Redis, job_redis: JobRedis, simulator: Sim, workers: Workers, tmp_path: Path
+) -> None:
+    workers.start()
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("".join(f"{i},1\n" for i in simulator.ids) + "# a comment\nbad id\n")
+    where = ("--redis", job_redis.url)
+    submitted = await asyncio.to_thread(
+        cli,
+        "job",
+        "submit",
+        "cli-1",
+        "--ids-file",
+        str(ids_file),
+        "--campaign",
+        simulator.campaign_id,
+        "--base-url",
+        simulator.base_url,
+        "--rate-limit",
+        "1000",
+        "--chunks",
+        "4",
+        "--json",
+        *where,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    assert json.loads(submitted.stdout)["distinct"] == len(simulator.ids) + 1
+    for _ in range(100):
+        status = await asyncio.to_thread(cli, "job", "status", "cli-1", "--json", *where)
+        if json.loads(status.stdout)["state"] == "finished":
+            break
+        await asyncio.sleep(0.2)
+    human = await asyncio.to_thread(cli, "job", "status", "cli-1", *where)
+    assert "finished" in human.stdout and f"{len(simulator.ids) + 1} of" in human.stdout
+    out = tmp_path / "results.ndjson"
+    report = await asyncio.to_thread(cli, "job", "report", "cli-1", "--out", str(out), *where)
+    assert report.returncode == 0, report.stderr
+    results = {r["messageId"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert results["bad id"]["outcome"] == "error"
+    del results["bad id"]
+    assert_against_ground_truth(results, set(simulator.ids), await simulator.stats())
+    assert await redis.ttl("postman_async:job:{cli-1}:meta") > 0  # expires after the report
+
+    missing = await asyncio.to_thread(cli, "job", "status", "nope", *where)
+    assert missing.returncode == 2 and "no job 'nope'" in missing.stderr
+    down = await asyncio.to_thread(
+        cli, "job", "status", "cli-1", "--redis", "redis://127.0.0.1:1/0"
+    )
+    assert down.returncode == 1 and "Redis at redis://127.0.0.1:1/0" in down.stderr

@@ -1,10 +1,11 @@
-"""Terminal output for the CLI: rich tables and live progress when the ``cli`` extra is
-installed, plain text otherwise, and JSON for scripts."""
+"""Terminal output for the CLI: rich tables and live progress on a terminal (with the ``cli``
+extra), plain text when piped, JSON or TSV for scripts."""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -16,30 +17,50 @@ try:  # the optional "cli" extra
 except ImportError:  # pragma: no cover - exercised only without the extra
     Console = None  # type: ignore[assignment,misc]
 
+#: Off a terminal, progress is a plain line on stderr at most this often (s).
+PLAIN_PROGRESS_EVERY = 10.0
+
 
 class Output:
-    def __init__(self, *, as_json: bool = False) -> None:
-        self.as_json = as_json
-        # Piped output is read by scripts and logs: don't fold IDs to a guessed 80 columns.
-        width = None if sys.stdout.isatty() else 200
-        self._console = (
-            Console(stderr=False, highlight=False, width=width) if Console is not None else None
-        )
+    """``fmt``: ``table`` (people), ``json`` or ``tsv`` (scripts). Human lines go to stderr
+    in the script formats, so stdout stays machine-readable."""
+
+    def __init__(self, *, as_json: bool = False, fmt: str = "table") -> None:
+        self.fmt = "json" if as_json else fmt
+        self._tty = sys.stdout.isatty()
+        # Rich only on a terminal: piped output gets plain columns, no boxes, no folding.
+        self._console = Console(highlight=False) if Console is not None and self._tty else None
         self._err = Console(stderr=True, highlight=False) if Console is not None else None
+
+    @property
+    def as_json(self) -> bool:
+        return self.fmt == "json"
+
+    @property
+    def for_scripts(self) -> bool:
+        return self.fmt != "table"
 
     def json(self, data: Any) -> None:
         print(json.dumps(data, indent=2, default=str))
 
     def line(self, text: str) -> None:
-        """A human line (on stderr in JSON mode, so stdout stays machine-readable)."""
-        target = sys.stderr if self.as_json else sys.stdout
-        print(text, file=target, flush=True)
+        """A human line (on stderr in the script formats)."""
+        print(text, file=sys.stderr if self.for_scripts else sys.stdout, flush=True)
+
+    def plain(self, text: str) -> None:
+        """A line for stdout whatever the format (IDs for a pipe)."""
+        print(text, flush=True)
 
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        if self.fmt == "tsv":
+            print("\t".join(columns))
+            for row in rows:
+                print("\t".join(str(cell).replace("\t", " ") for cell in row))
+            return
         if self._console is not None:
             table = Table(title=title, title_justify="left")
             for column in columns:
-                table.add_column(column)
+                table.add_column(column, no_wrap=column == "id")  # an ID split is unusable
             for row in rows:
                 table.add_row(*(str(cell) for cell in row))
             self._console.print(table)
@@ -49,23 +70,26 @@ class Output:
             max(len(str(c)), *(len(str(r[i])) for r in rows)) if rows else len(str(c))
             for i, c in enumerate(columns)
         ]
-        print("  ".join(str(c).ljust(w) for c, w in zip(columns, widths, strict=True)))
+        print("  ".join(str(c).ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
         for row in rows:
-            print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+            print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
     @contextmanager
     def live(self, render: Callable[[], str]) -> Iterator[Callable[[], None]]:
-        """A status line redrawn on each call of the yielded ``refresh`` (stderr)."""
-        if self.as_json or self._err is None or not self._err.is_terminal:
-            last = [""]
+        """A status line redrawn on each call of the yielded ``refresh`` (on stderr). Off a
+        terminal it is a plain line at most every ``PLAIN_PROGRESS_EVERY`` s, and none in
+        the script formats."""
+        if self.for_scripts or self._err is None or not self._err.is_terminal:
+            last = [0.0]
 
             def plain_refresh() -> None:
-                text = render()
-                if text != last[0] and not self.as_json:
-                    last[0] = text
-                    print(text, file=sys.stderr, flush=True)
+                now = time.monotonic()
+                if not self.for_scripts and now - last[0] >= PLAIN_PROGRESS_EVERY:
+                    last[0] = now
+                    print(render(), file=sys.stderr, flush=True)
 
             yield plain_refresh
             return
-        with Live(render(), console=self._err, refresh_per_second=8, transient=False) as live:
+        with Live(render(), console=self._err, refresh_per_second=8, transient=True) as live:
             yield lambda: live.update(render())
+        self._err.print(render())

@@ -35,9 +35,11 @@ async def retry_each(
     *,
     known: Mapping[str, MessageState] | None = None,
     on_progress: ProgressCallback | None = None,
+    stopping: asyncio.Event | None = None,
 ) -> RetryReport:
     """Retry each distinct ID once into ``report``. ``known``: the state last read per ID
     (status and attempts), which makes a lost answer exact to reconcile and teaches the cap.
+    Once ``stopping`` is set, no new ID is taken; the calls in flight finish.
 
     A fatal error stops the run and is raised with the partial report as its ``report``."""
     started = ex.clock()
@@ -47,6 +49,8 @@ async def retry_each(
 
     async def next_id() -> tuple[str, Any] | None:
         async with pull_lock:
+            if stopping is not None and stopping.is_set():
+                return None
             async for raw in source:
                 key = raw if isinstance(raw, str) else repr(raw)
                 if report.claim(key):
@@ -85,7 +89,7 @@ async def retry_each(
         finally:
             report.calls = counter[0]
             report.elapsed = ex.clock() - started
-    report.finished = True
+    report.finished = stopping is None or not stopping.is_set()
     return report
 
 

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -239,7 +240,7 @@ class HttpSession:
         try:
             status, headers, body = await self._perform(request)
         except (_NotSent, _MaybeSent) as exc:
-            error = _transport_error(exc.__cause__, request)
+            error = _transport_error(exc.__cause__, request, self._base_url)
             logger.debug("%s %s -> %s attempt=%d", *where, type(error).__name__, attempt)
             return error, isinstance(exc, _NotSent)
         latency = self._clock() - started
@@ -363,9 +364,24 @@ def _transient(error: PostmanError) -> bool:
     )
 
 
-def _transport_error(cause: BaseException | None, request: Request) -> PostmanError:
+def _transport_error(cause: BaseException | None, request: Request, base_url: str) -> PostmanError:
+    """A typed error that names the request, the server (host and port) and the cause."""
     where = f"{request.method} {request.path}"
+    url = URL(base_url)
+    server = f"{url.host}:{url.port}"
     if isinstance(cause, asyncio.TimeoutError):
-        return PostmanTimeoutError(f"{where}: timed out")
-    detail = type(cause).__name__ if cause else "unknown"
-    return PostmanConnectionError(f"{where}: connection failed ({detail})")
+        return PostmanTimeoutError(f"{where}: no answer from {server} in time (timed out)")
+    return PostmanConnectionError(f"{where}: connection to {server} failed: {_cause(cause)}")
+
+
+def _cause(cause: BaseException | None) -> str:
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        error = cause.os_error
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        return f"{reason} ({type(cause).__name__})"
+    if isinstance(cause, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection (ServerDisconnectedError)"
+    if cause is None:
+        return "unknown cause"
+    text = str(cause)
+    return f"{text} ({type(cause).__name__})" if text else type(cause).__name__

@@ -100,6 +100,7 @@ class RetryOrchestrator:
         )
         #: The report of the current (or last) ``retry_messages`` call, complete or partial.
         self.report: RetryReport | None = None
+        self._stopping: asyncio.Event | None = None
 
     @property
     def attempt_cap(self) -> AttemptCap:
@@ -122,23 +123,37 @@ class RetryOrchestrator:
         a path to write them to as NDJSON; the report then keeps only counters (bounded
         memory for millions of IDs; see :mod:`postman_async.sinks`).
 
-        Cancelling the call stops the workers promptly; ``self.report`` then holds what was
-        done (IDs in flight are ``cancelled``: their retry may or may not have been applied).
+        :meth:`stop` ends it gracefully (the calls in flight finish). Cancelling the call
+        stops the workers at once; ``self.report`` then holds what was done (IDs in flight
+        are ``cancelled``: their retry may or may not have been applied).
         A fatal error (bad key, IP not allowed, retry budget spent) stops the run and is
         raised with the partial report as its ``report`` attribute.
         """
         target = as_sink(sink) if sink is not None else None
         report = self.report = RetryReport(sink=target)
         known = {i: MessageState(i, None, attempts=a) for i, a in (known_attempts or {}).items()}
+        self._stopping = asyncio.Event()
         try:
             await retry_each(
-                self.executor, message_ids, report, known=known, on_progress=on_progress
+                self.executor,
+                message_ids,
+                report,
+                known=known,
+                on_progress=on_progress,
+                stopping=self._stopping,
             )
         finally:
             if isinstance(target, NdjsonSink) and target is not sink:
                 target.close()
         logger.info("retry run done: %s", report.summary())
         return report
+
+    def stop(self) -> None:
+        """Stop the running ``retry_messages`` gracefully: no new ID is taken, the calls in
+        flight finish and get their results, and the call returns the report with
+        ``finished=False``. The input not taken yet is left in the iterator you passed."""
+        if self._stopping is not None:
+            self._stopping.set()
 
     async def retry_batch(self, batch_id: str, *, wait_unresolved: float = 0.0) -> BatchRetryReport:
         """Fire the batch retry only when it can succeed; say what was done, or why not.

@@ -56,7 +56,7 @@ def test_send_status_list(env: SimulatorProcess, capsys: pytest.CaptureFixture[s
     sent = json.loads(out)
     assert sent["recipient"] == "6591234567" and sent["latestStatus"] == "created"
     code, out, _ = run(capsys, "status", sent["id"], "--json")
-    assert code == 0 and json.loads(out)["id"] == sent["id"]
+    assert code == 0 and json.loads(out)["messages"][0]["id"] == sent["id"]
     code, out, _ = run(capsys, "status", sent["id"])
     assert code == 0 and sent["id"] in out and "attempts" in out
     code, out, _ = run(capsys, "list", "--search", "91234567", "--json")
@@ -78,7 +78,7 @@ def test_retry_ids_file_and_args(
     assert summary["counts"]["retried"] == 12 and summary["duplicates"] == 1
     assert json.loads(report_path.read_text())["summary"]["messages"] == 12
     code, out, _ = run(capsys, "retry", ids[0])  # now created, not failed: skipped
-    assert code == 0 and "skipped_not_in_failure" in out
+    assert code == cli.EXIT_PARTIAL and "skipped_not_in_failure" in out  # not all was done
 
 
 def test_retry_batch_and_settle(
@@ -101,15 +101,20 @@ def test_retry_batch_and_settle(
             return batch_id
 
     batch_id = asyncio.run(make_batch())
-    code, out, _ = run(capsys, "retry-batch", batch_id, "--json")
+    code, _, err = run(capsys, "retry-batch", batch_id, "--dry-run")  # sends nothing
+    assert code == 0 and "2 failed messages would be retried, 1 of them" in err + _
+    assert "recipient_invalid 1" in err + _
+    code, _, err = run(capsys, "retry-batch", batch_id)  # not a terminal: must say --yes
+    assert code == cli.EXIT_INPUT and "pass --yes" in err
+    code, out, _ = run(capsys, "retry-batch", batch_id, "--json", "--yes")
     assert code == 0 and json.loads(out)["fired"] is True
     code, out, _ = run(capsys, "settle", "--batch", batch_id, "--json")
     assert code == 0
     settled = json.loads(out)
     assert settled["unsettled"] == [] and settled["delivered"] == 1
     assert settled["failedForGood"] == {"recipient_unavailable": 1, "recipient_invalid": 1}
-    code, out, _ = run(capsys, "retry-batch", "batch_unknown")
-    assert code == cli.EXIT_NOT_FIRED and "batch_not_found_or_is_not_retryable" in out
+    code, _, err = run(capsys, "retry-batch", "batch_unknown")
+    assert code == cli.EXIT_NOT_FOUND and "not found" in err.lower()
 
 
 @pytest.mark.parametrize(
@@ -120,7 +125,10 @@ def test_retry_batch_and_settle(
         (["send", "6591234567", "--value", "body"], cli.EXIT_INPUT, "NAME=TEXT"),
         (["retry"], cli.EXIT_INPUT, "give message IDs"),
         (["retry", "--ids-file", "/nonexistent/ids.txt"], cli.EXIT_INPUT, "cannot read"),
-        (["status", "message_nope"], cli.EXIT_OTHER, "404"),
+        (["status", "message_nope"], cli.EXIT_NOT_FOUND, "message_nope: not found"),
+        (["retry", "--report", "/nonexistent/dir/r.json", "m1"], cli.EXIT_INPUT, "does not exist"),
+        (["send", "6591234567", "--rate-limit", "inf"], cli.EXIT_INPUT, "finite number"),
+        (["send", "6591234567", "--value", "body=a", "--value", "body=b"], 2, "given twice"),
     ],
 )
 def test_error_paths_one_line(
@@ -165,7 +173,8 @@ def test_no_network(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Monk
         "--max-retries",
         "0",
     )
-    assert code == cli.EXIT_OTHER and "connection failed" in err
+    assert code == cli.EXIT_NETWORK
+    assert "connection to 127.0.0.1:" in err and "Connection refused" in err
 
 
 def test_console_script_and_module_entry(env: SimulatorProcess) -> None:
@@ -186,14 +195,17 @@ def test_console_script_and_module_entry(env: SimulatorProcess) -> None:
     assert bad.returncode == cli.EXIT_INPUT and "Traceback" not in bad.stderr
 
 
-def test_ctrl_c_stops_cleanly_and_prints_what_was_done(tmp_path: Path) -> None:
+def test_ctrl_c_saves_what_is_left_and_resume_posts_nothing_twice(tmp_path: Path) -> None:
+    """SIGINT: the calls in flight finish, the partial report and JSON are written, and the
+    IDs not started go to the resume file; the resumed run retries exactly those."""
     import os
     import signal
     import time
+    import urllib.request
 
-    ids_file = tmp_path / "ids.txt"
+    ids_file, resume = tmp_path / "ids.txt", tmp_path / "left.txt"
     with SimulatorProcess(
-        "--rate-limit", "5", "--failed-messages", "100", "--ids-out", str(ids_file)
+        "--rate-limit", "20", "--failed-messages", "100", "--ids-out", str(ids_file)
     ) as slow:
         env = {
             **os.environ,
@@ -201,19 +213,10 @@ def test_ctrl_c_stops_cleanly_and_prints_what_was_done(tmp_path: Path) -> None:
             "POSTMAN_CAMPAIGN_ID": slow.campaign_id,
             "POSTMAN_BASE_URL": slow.base_url,
         }
+        argv = [sys.executable, "-m", "postman_async", "retry", "--rate-limit", "20", "--json"]
+        argv += ["--resume", str(resume), "--report", str(tmp_path / "partial.json")]
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "postman_async",
-                "retry",
-                "--ids-file",
-                str(ids_file),
-                "--rate-limit",
-                "5",
-                "--report",
-                str(tmp_path / "partial.json"),
-            ],
+            [*argv, "--ids-file", str(ids_file)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -222,10 +225,26 @@ def test_ctrl_c_stops_cleanly_and_prints_what_was_done(tmp_path: Path) -> None:
             # the child would inherit that.
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
-        time.sleep(2.5)
+        time.sleep(2.0)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
-    assert proc.returncode == cli.EXIT_INTERRUPTED, err
-    assert "interrupted; done so far:" in out + err and "Traceback" not in err
-    partial = json.loads((tmp_path / "partial.json").read_text())
-    assert 0 < partial["summary"]["messages"] < 100
+        assert proc.returncode == cli.EXIT_INTERRUPTED, err
+        assert "Traceback" not in err and f"--resume {resume}" in err
+        printed = json.loads(out)["summary"]  # partial JSON on stdout
+        partial = json.loads((tmp_path / "partial.json").read_text())["summary"]
+        assert printed["interrupted"] and partial["interrupted"]
+        done = partial["messages"]
+        left = resume.read_text().split()
+        assert 0 < done < 100 and len(left) == 100 - done
+        again = subprocess.run(
+            [*argv, "--ids-file", str(ids_file)], env=env, capture_output=True, text=True,
+            timeout=60,
+        )  # --resume wins over the IDs given: it continues from the file
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["summary"]["counts"]["retried"] == 100 - done
+        assert not resume.exists()
+        url = slow.base_url.replace("/api/v2", "/__simulator__/stats")
+        with urllib.request.urlopen(f"{url}?campaign={slow.campaign_id}&posts=1") as answer:
+            posts = json.loads(answer.read())["posts"]["retries"]
+    assert sorted(posts) == sorted(ids_file.read_text().split())
+    assert set(posts.values()) == {1}  # no ID POSTed twice across the two runs

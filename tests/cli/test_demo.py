@@ -47,8 +47,9 @@ def test_demo_command_json(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert code == 0
     summary = json.loads(out)
-    assert summary["messages"] == 70 and summary["throttled_429"] == 0
-    assert summary["delivered"] + sum(summary["failed_for_good"].values()) == 70
+    assert summary["messages"] == 70 and summary["throttled429"] == 0
+    assert summary["delivered"] + sum(summary["failedForGood"].values()) == 70
+    assert all("_" not in key for key in summary)  # one key convention: camelCase
 
 
 def test_demo_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:

@@ -213,7 +213,8 @@ async def test_a_jitter_429_widens_the_margin_every_process_uses(
         assert first.rate_cuts == 0
         await first.penalize(0.0, retry_after=5.0)  # longer than a window: a competitor
         assert first.rate_cuts == 1
-        assert await step() == pytest.approx(203_600, abs=10)  # the rate is halved
+        # halved (and recovering over 30 s: a few ms of test time shave off a few µs)
+        assert await step() == pytest.approx(203_600, abs=1000)
     finally:
         await first.aclose()
         await second.aclose()

@@ -13,20 +13,17 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ._console import Output
-from .client import default_base_url
-from .models import MessageStatus
-from .reports import MessageState
+from .._console import Output
+from ..client import default_base_url
+from ..models import MessageStatus
+from ..reports import MessageState
+from ._exit import EXIT_NETWORK, CliError
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 
 
-class JobCliError(Exception):
-    """A job command cannot go on: bad input (exit 2) or Redis unreachable (exit 1)."""
-
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
-        self.code = code
+class JobCliError(CliError):
+    """A job command cannot go on: bad input (exit 2) or Redis unreachable (exit 8)."""
 
 
 def add_job_parser(sub: Any, api: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
@@ -57,7 +54,12 @@ def add_job_parser(sub: Any, api: argparse.ArgumentParser, common: argparse.Argu
     report = actions.add_parser("report", parents=[common, where], help="write a job's results")
     report.add_argument("job_id")
     report.add_argument("--out", required=True, help="file to write")
-    report.add_argument("--format", choices=("ndjson", "json"), default="ndjson")
+    report.add_argument(
+        "--file-format",
+        choices=("ndjson", "json"),
+        default="ndjson",
+        help="NDJSON (a result per line) or RetryReport's JSON shape",
+    )
     report.add_argument(
         "--expire-after",
         type=float,
@@ -79,7 +81,7 @@ async def cmd_job(args: argparse.Namespace, out: Output) -> int:
         import redis.asyncio as aioredis
         from redis.exceptions import RedisError
 
-        from .jobs import JobError, JobStore, taskiq_app
+        from ..jobs import JobError, JobStore, taskiq_app
     except ImportError as exc:
         raise JobCliError(str(exc)) from exc
     taskiq_app.configure(args.redis)
@@ -91,7 +93,7 @@ async def cmd_job(args: argparse.Namespace, out: Output) -> int:
     except JobError as exc:
         raise JobCliError(str(exc)) from exc
     except RedisError as exc:
-        raise JobCliError(f"Redis at {args.redis}: {exc}", code=1) from exc
+        raise JobCliError(f"Redis at {args.redis}: {exc}", code=EXIT_NETWORK) from exc
     finally:
         await redis.aclose()
         await taskiq_app.broker.connection_pool.disconnect()
@@ -100,7 +102,7 @@ async def cmd_job(args: argparse.Namespace, out: Output) -> int:
 def run_worker(args: argparse.Namespace) -> int:
     """``job worker``: it owns its event loop and signal handling (SIGTERM: finish, exit)."""
     try:
-        from .jobs import taskiq_app, worker
+        from ..jobs import taskiq_app, worker
     except ImportError as exc:
         raise JobCliError(str(exc)) from exc
     taskiq_app.configure(args.redis)
@@ -108,7 +110,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 async def _submit(args: argparse.Namespace, store: Any, out: Output) -> int:
-    from .jobs import JobSettings, submit_job
+    from ..jobs import JobSettings, submit_job
 
     key = os.environ.get("POSTMAN_API_KEY", "")
     if not args.campaign:
@@ -135,7 +137,7 @@ async def _status(args: argparse.Namespace, store: Any, out: Output) -> int:
 
 async def _report(args: argparse.Namespace, store: Any, out: Output) -> int:
     progress = await store.progress()
-    if args.format == "ndjson":
+    if args.file_format == "ndjson":
         count = await store.write_ndjson(args.out)
     else:
         count = await store.write_report_json(args.out)

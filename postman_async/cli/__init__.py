@@ -1,0 +1,91 @@
+"""The ``postman-async`` command line.
+
+``demo`` and ``simulator`` need no API key. The other commands read the key from
+``POSTMAN_API_KEY`` (or ``--api-key-file``), the campaign from ``POSTMAN_CAMPAIGN_ID`` (or
+``--campaign``), and take ``--base-url`` for the test environment. Every command prints
+tables for people, or ``--format json|tsv`` for scripts, and exits with a documented code
+(``postman-async --help``): 0 only when everything asked for was done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from .. import errors
+from .._console import Output
+from ..reports import RetryReport
+from . import _parser
+from ._basic import cmd_demo, cmd_list, cmd_send, cmd_send_batch, cmd_simulator, cmd_status
+from ._common import output
+from ._exit import (
+    EXIT_AUTH,
+    EXIT_BUDGET,
+    EXIT_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_NETWORK,
+    EXIT_NOT_FIRED,
+    EXIT_NOT_FOUND,
+    EXIT_OTHER,
+    EXIT_PARTIAL,
+    CliError,
+    describe,
+    exit_code,
+)
+from ._jobs import cmd_job, run_worker
+from ._retry import cmd_retry, cmd_retry_batch, cmd_settle
+
+__all__ = [
+    "EXIT_AUTH",
+    "EXIT_BUDGET",
+    "EXIT_INPUT",
+    "EXIT_INTERRUPTED",
+    "EXIT_NETWORK",
+    "EXIT_NOT_FIRED",
+    "EXIT_NOT_FOUND",
+    "EXIT_OTHER",
+    "EXIT_PARTIAL",
+    "CliError",
+    "main",
+]
+
+Command = Callable[[argparse.Namespace, Output], Coroutine[Any, Any, int]]
+COMMANDS: dict[str, Command] = {
+    "demo": cmd_demo,
+    "send": cmd_send,
+    "send-batch": cmd_send_batch,
+    "status": cmd_status,
+    "list": cmd_list,
+    "retry": cmd_retry,
+    "retry-batch": cmd_retry_batch,
+    "settle": cmd_settle,
+    "simulator": cmd_simulator,
+    "job": cmd_job,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _parser.build().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (already printed)
+        return exc.code if isinstance(exc.code, int) else EXIT_INPUT
+    out = output(args)
+    try:
+        if args.command == "job" and args.job_command == "worker":
+            return run_worker(args)
+        return asyncio.run(COMMANDS[args.command](args, out))
+    except KeyboardInterrupt:  # before the command's own handlers were installed
+        out.line("interrupted before any work was done")
+        return EXIT_INTERRUPTED
+    except (errors.PostmanError, CliError) as exc:
+        print(f"postman-async: {describe(exc, getattr(args, 'base_url', None))}", file=sys.stderr)
+        partial = getattr(exc, "report", None)
+        if isinstance(partial, RetryReport) and len(partial):
+            print(f"postman-async: done before stopping: {partial.summary()}", file=sys.stderr)
+        return exit_code(exc)
+    except OSError as exc:
+        print(f"postman-async: {exc}", file=sys.stderr)
+        return EXIT_OTHER

@@ -1,0 +1,340 @@
+"""The command line's arguments: every value is checked here, before any request is sent."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from typing import NoReturn
+
+from .._version import __version__
+from ._exit import EXIT_CODES_HELP
+from ._jobs import add_job_parser
+
+ENVIRONMENT_HELP = """environment:
+  POSTMAN_API_KEY        the campaign's API key (or --api-key-file; never put a key in argv)
+  POSTMAN_API_KEY_FILE   a file holding the key
+  POSTMAN_CAMPAIGN_ID    the campaign (or --campaign)
+  POSTMAN_BASE_URL       the API base URL, ending in /api/v2 (default: from the key's prefix)
+  POSTMAN_ASYNC_REDIS_URL  Redis for `job` commands (default redis://127.0.0.1:6379/0)"""
+
+EXAMPLES = """examples:
+  postman-async simulator --failed-messages 100 --ids-out ids.txt   # a local server to try on
+  postman-async send-batch recipients.csv
+  postman-async list --batch BATCH_ID --status failure -q > failed.txt
+  postman-async retry --ids-file failed.txt --report report.json --resume left.txt
+  postman-async settle --batch BATCH_ID
+  postman-async list --status failure -q | postman-async retry --ids-file -"""
+
+STATUSES = ("created", "sending", "sent", "sent_to_telco", "success", "failure")
+
+
+def _number(minimum: float, *, strict: bool) -> type[float]:
+    """An argparse type: a finite number above (or at) ``minimum``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        ok = value > minimum if strict else value >= minimum
+        if not (ok and math.isfinite(value)):
+            sign = ">" if strict else ">="
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number {sign} {minimum:g}: {text!r}"
+            )
+        return value
+
+    return parse  # type: ignore[return-value]
+
+
+def _count(minimum: int) -> type[int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}: {text!r}")
+        return value
+
+    return parse  # type: ignore[return-value]
+
+
+def _writable(path: str) -> str:
+    """A file this process can create: checked before any request, not after the work."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"{path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"{path}: not writable")
+    return path
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors in one line, exit code 2 (bad input)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+positive = _number(0, strict=True)
+non_negative = _number(0, strict=False)
+
+
+def build() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="postman-async",
+        description="Postman v2 SMS API: send, inspect and retry, without double sends.",
+        epilog=f"{ENVIRONMENT_HELP}\n\n{EXIT_CODES_HELP}\n\n{EXAMPLES}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"postman-async {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common, api = _shared()
+
+    def command(
+        name: str, help_: str, parents: list[argparse.ArgumentParser], example: str
+    ) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            parents=parents,
+            help=help_,
+            description=help_,
+            epilog=f"example:\n  {example}\n\n{ENVIRONMENT_HELP}\n\n{EXIT_CODES_HELP}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    _demo(
+        command(
+            "demo",
+            "run the whole flow against the bundled simulator",
+            [common],
+            "postman-async demo --messages 50",
+        )
+    )
+    _send(
+        command("send", "send one SMS", [api], "postman-async send 6591234567 --value body=Hello")
+    )
+    batch = command(
+        "send-batch",
+        "send a batch from a CSV file (a recipient column and one column per template value)",
+        [api],
+        "postman-async send-batch recipients.csv",
+    )
+    batch.add_argument("csv_file", help="the CSV file (checked before it is sent)")
+    status = command(
+        "status",
+        "show messages and their attempts",
+        [api],
+        "postman-async status MESSAGE_ID MESSAGE_ID",
+    )
+    status.add_argument("message_ids", nargs="+", metavar="MESSAGE_ID")
+    _list(
+        command(
+            "list",
+            "list campaign or batch messages, newest first",
+            [api],
+            "postman-async list --status failure -q",
+        )
+    )
+    _retry(
+        command(
+            "retry",
+            "retry failed messages (one POST each, never twice)",
+            [api],
+            "postman-async retry --ids-file failed.txt --resume left.txt",
+        )
+    )
+    _retry_batch(
+        command(
+            "retry-batch",
+            "retry a batch's failed messages in one call",
+            [api],
+            "postman-async retry-batch BATCH_ID --dry-run",
+        )
+    )
+    _settle(
+        command(
+            "settle",
+            "retry until every message is delivered or failed for good",
+            [api],
+            "postman-async settle --batch BATCH_ID --report settle.json",
+        )
+    )
+    _simulator(
+        command(
+            "simulator",
+            "run the Postman v2 simulator standalone",
+            [],
+            "postman-async simulator --port 8080 --failed-messages 100 --ids-out ids.txt",
+        )
+    )
+    add_job_parser(sub, api, common)
+    return parser
+
+
+def _shared() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--format",
+        choices=("table", "json", "tsv"),
+        default="table",
+        help="output: tables for people, JSON (camelCase keys) or TSV for scripts",
+    )
+    common.add_argument("--json", action="store_true", help="the same as --format json")
+    api = argparse.ArgumentParser(add_help=False, parents=[common])
+    api.add_argument(
+        "--campaign",
+        default=os.environ.get("POSTMAN_CAMPAIGN_ID"),
+        help="campaign id (default: $POSTMAN_CAMPAIGN_ID)",
+    )
+    api.add_argument(
+        "--base-url",
+        default=os.environ.get("POSTMAN_BASE_URL"),
+        help="API base URL ending in /api/v2 (default: $POSTMAN_BASE_URL, else from the key)",
+    )
+    api.add_argument(
+        "--api-key-file",
+        default=os.environ.get("POSTMAN_API_KEY_FILE"),
+        help="read the API key from this file (default: $POSTMAN_API_KEY)",
+    )
+    api.add_argument("--rate-limit", type=positive, default=10.0, help="calls/s (default 10)")
+    api.add_argument("--timeout", type=positive, default=30.0, help="seconds per HTTP call")
+    api.add_argument("--max-retries", type=_count(0), default=5, help="HTTP retries per call")
+    return common, api
+
+
+def _demo(demo: argparse.ArgumentParser) -> None:
+    demo.add_argument("--messages", type=_count(1), default=300, help="batch messages to send")
+    demo.add_argument("--rate", type=positive, default=10.0, help="calls/s per campaign")
+    demo.add_argument("--failure-rate", type=non_negative, default=0.1, help="0..1")
+    demo.add_argument("--seed", type=int, default=1, help="the simulator's random seed")
+    demo.add_argument(
+        "--time-scale", type=positive, default=1.0, help="lifecycle speed-up (default 1: real time)"
+    )
+
+
+def _send(send: argparse.ArgumentParser) -> None:
+    send.add_argument("recipient", help="a phone number with its country code (65...)")
+    send.add_argument("--language", default="english", help="the template language")
+    send.add_argument(
+        "--value",
+        action="append",
+        default=[],
+        metavar="NAME=TEXT",
+        help="a template value (repeat for each name); --value body=Hello",
+    )
+
+
+def _list(listing: argparse.ArgumentParser) -> None:
+    listing.add_argument("--batch", help="list this batch's messages")
+    listing.add_argument("--search", help="recipient digits (+ and spaces are ignored)")
+    listing.add_argument("--status", choices=STATUSES, help="only messages with this status")
+    listing.add_argument(
+        "--limit", type=_count(1), default=50, help="at most this many (default 50)"
+    )
+    listing.add_argument(
+        "-q", "--ids-only", action="store_true", help="print only the IDs, one per line"
+    )
+
+
+def _retry(retry: argparse.ArgumentParser) -> None:
+    retry.add_argument("message_ids", nargs="*", metavar="MESSAGE_ID")
+    retry.add_argument("--ids-file", help="file of IDs, one per line ('-' for stdin)")
+    retry.add_argument("--concurrency", type=_count(1), default=16, help="calls in flight")
+    retry.add_argument("--report", type=_writable, help="write the report as JSON to this file")
+    retry.add_argument(
+        "--resume",
+        type=_writable,
+        metavar="FILE",
+        help="on Ctrl-C or SIGTERM, write the IDs not yet done to FILE; if FILE exists, "
+        "continue from it (no ID is POSTed twice)",
+    )
+
+
+def _retry_batch(batch: argparse.ArgumentParser) -> None:
+    batch.add_argument("batch_id")
+    batch.add_argument(
+        "--wait-unresolved",
+        type=non_negative,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for messages still 'created' (firing then would flip the batch)",
+    )
+    batch.add_argument(
+        "--dry-run", action="store_true", help="say what it would retry; send nothing"
+    )
+    batch.add_argument(
+        "--yes", action="store_true", help="do not ask before retrying errors not worth retrying"
+    )
+    batch.add_argument("--report", type=_writable, help="write the report as JSON to this file")
+
+
+def _settle(settle: argparse.ArgumentParser) -> None:
+    settle.add_argument("message_ids", nargs="*", metavar="MESSAGE_ID")
+    settle.add_argument("--batch", action="append", default=[], help="a batch id (repeat)")
+    settle.add_argument("--ids-file", help="file of IDs, one per line ('-' for stdin)")
+    settle.add_argument(
+        "--timeout-total", type=positive, default=3600.0, metavar="SECONDS", help="give up after"
+    )
+    settle.add_argument("--report", type=_writable, help="write the report as JSON to this file")
+
+
+def _simulator(sim: argparse.ArgumentParser) -> None:
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=_count(0), default=8080)
+    sim.add_argument("--rate-limit", type=positive, default=10.0, help="calls/s per campaign")
+    sim.add_argument(
+        "--rate-limit-mode", choices=("sliding", "fixed", "token_bucket"), default="sliding"
+    )
+    sim.add_argument("--no-retry-after", action="store_true", help="omit Retry-After on 429")
+    sim.add_argument("--time-scale", type=positive, default=1.0, help="lifecycle speed-up")
+    sim.add_argument("--failure-rate", type=non_negative, default=0.0, help="0..1")
+    sim.add_argument(
+        "--max-attempts",
+        type=_count(1),
+        default=3,
+        help="the server's attempt cap, original send included (the docs allow 3 or 4)",
+    )
+    sim.add_argument(
+        "--retry-failure-rate",
+        type=non_negative,
+        default=None,
+        help="share of retried failures that fail again (default: as --failure-rate)",
+    )
+    sim.add_argument("--max-batch-rows", type=_count(1), default=None)
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--server-error-rate", type=non_negative, default=0.0, help="0..1")
+    sim.add_argument(
+        "--competing-share",
+        type=non_negative,
+        default=0.0,
+        help="share of each campaign's rate taken by a simulated competing client (0..1)",
+    )
+    sim.add_argument(
+        "--latency-ms",
+        type=non_negative,
+        default=0.0,
+        help="one-way network delay added to each request, in and out (ms)",
+    )
+    sim.add_argument(
+        "--jitter-ms",
+        type=non_negative,
+        default=0.0,
+        help="spread of that delay on top of --latency-ms (ms)",
+    )
+    sim.add_argument(
+        "--jitter-dist",
+        choices=("uniform", "lognormal"),
+        default="uniform",
+        help="uniform in [0, jitter], or lognormal (median jitter/2, heavy tail)",
+    )
+    sim.add_argument("--latency", type=non_negative, default=0.0, help="seconds added per answer")
+    sim.add_argument(
+        "--failed-messages",
+        type=_count(0),
+        default=0,
+        help="pre-create this many failed messages (to try retries on)",
+    )
+    sim.add_argument("--ids-out", type=_writable, default=None, help="write their IDs to this file")

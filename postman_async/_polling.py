@@ -119,6 +119,10 @@ async def _poll_batch(
                 waiting = set()
         except FATAL_ERRORS:
             raise
+        except NotFoundError:  # no such batch: nothing to wait for, now or later
+            run.report.missing.append(batch_id)
+            logger.warning("batch %s not found", batch_id)
+            return set()
         except PostmanError as exc:
             run.report.read_errors += 1
             logger.warning("reading batch %s failed (%s); next poll", batch_id, exc)

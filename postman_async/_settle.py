@@ -97,6 +97,7 @@ class SettleRun:
             )
         round_report.calls_reads = reads[0]
         self.report.states.update(outcomes.states)
+        self.report.not_found.extend(m for m in outcomes.missing if m not in self.report.not_found)
         self.stale.difference_update(outcomes.states)
         read_back = {i: a for i, a in self.fired_before.items() if i in outcomes.states}
         learn_from_batch_answer(self.ex.cap, read_back, outcomes.states)

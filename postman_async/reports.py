@@ -302,6 +302,8 @@ class SettleReport:
     #: failed messages known to be out of attempts, and what is known of the cap
     exhausted: list[str] = attrs.field(factory=list)
     attempt_cap: str = ""
+    #: message and batch IDs the server says do not exist
+    not_found: list[str] = attrs.field(factory=list)
     calls: int = 0
     elapsed: float = 0.0
 
@@ -330,13 +332,16 @@ class SettleReport:
         }
 
     def summary(self) -> str:
+        failed = ", ".join(f"{code} {n}" for code, n in sorted(self.failed_for_good.items()))
+        calls = ", ".join(f"{purpose} {n}" for purpose, n in self.calls_by_purpose().items())
+        missing = f"not found: {len(self.not_found)}, " if self.not_found else ""
         return (
             f"{len(self.states)} messages, {self.delivered} delivered, "
-            f"failed for good: {dict(self.failed_for_good) or 0}, "
-            f"exhausted: {len(self.exhausted)} ({self.attempt_cap}), "
-            f"unsettled: {len(self.unsettled)}, rounds: {len(self.rounds)}, "
-            f"calls: {self.calls} {self.calls_by_purpose()}, "
-            f"delivered/call: {self.delivered_per_call:.2f}"
+            f"failed for good: {sum(self.failed_for_good.values())}"
+            + (f" ({failed})" if failed else "")
+            + f", exhausted: {len(self.exhausted)} ({self.attempt_cap}), "
+            f"unsettled: {len(self.unsettled)}, {missing}rounds: {len(self.rounds)}, "
+            f"calls: {self.calls} ({calls}), delivered per call: {self.delivered_per_call:.2f}"
         )
 
 

@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.line("interrupted before any work was done")
         return EXIT_INTERRUPTED
     except (errors.PostmanError, CliError) as exc:
-        print(f"postman-async: {describe(exc, getattr(args, 'base_url', None))}", file=sys.stderr)
+        print(f"postman-async: {describe(exc)}", file=sys.stderr)
         partial = getattr(exc, "report", None)
         if isinstance(partial, RetryReport) and len(partial):
             print(f"postman-async: done before stopping: {partial.summary()}", file=sys.stderr)

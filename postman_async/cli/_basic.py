@@ -113,8 +113,8 @@ async def cmd_send_batch(args: argparse.Namespace, out: Output) -> int:
     if out.for_scripts:
         out.json(encode(result))
     else:
-        out.plain(result.batch_id)
-        out.line(f"batch {result.batch_id} created from {args.csv_file}")
+        out.plain(result.batch_id)  # alone on stdout: BATCH=$(postman-async send-batch f.csv)
+        print(f"batch {result.batch_id} created from {args.csv_file}", file=sys.stderr)
     return 0
 
 
@@ -252,4 +252,3 @@ async def cmd_simulator(args: argparse.Namespace, out: Output) -> int:
         await stop.wait()
     print("simulator stopped", file=sys.stderr)
     return 0
-

@@ -44,6 +44,12 @@ def client(args: argparse.Namespace) -> PostmanClient:
     key = api_key(args)
     if not args.campaign:
         raise CliError("give --campaign or set POSTMAN_CAMPAIGN_ID")
+    if args.base_url and not args.base_url.rstrip("/").endswith("/api/v2"):
+        print(
+            f"postman-async: hint: the API's base URL ends in /api/v2; {args.base_url} does "
+            "not, so every call may answer 404",
+            file=sys.stderr,
+        )
     return PostmanClient(
         api_key=key,
         campaign_id=args.campaign,

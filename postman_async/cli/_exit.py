@@ -62,16 +62,10 @@ def exit_code(exc: BaseException) -> int:
     return EXIT_OTHER
 
 
-def describe(exc: BaseException, base_url: str | None = None) -> str:
+def describe(exc: BaseException) -> str:
     """The error's message, with a hint where the answer allows one."""
     text = str(exc)
-    if (
-        isinstance(exc, errors.NotFoundError)
-        and base_url
-        and not base_url.rstrip("/").endswith("/api/v2")
-    ):
-        text += f" (hint: the base URL usually ends in /api/v2; {base_url} does not)"
-    elif isinstance(exc, errors.AuthenticationError):
+    if isinstance(exc, errors.AuthenticationError):
         text += (
             " (check POSTMAN_API_KEY; if the key is right, check that --campaign is the campaign "
             "this key belongs to)"

@@ -94,7 +94,7 @@ def build() -> argparse.ArgumentParser:
     common, api = _shared()
 
     def command(
-        name: str, help_: str, parents: list[argparse.ArgumentParser], example: str
+        name: str, help_: str, parents: list[Parser], example: str
     ) -> argparse.ArgumentParser:
         return sub.add_parser(
             name,
@@ -174,8 +174,8 @@ def build() -> argparse.ArgumentParser:
     return parser
 
 
-def _shared() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
-    common = argparse.ArgumentParser(add_help=False)
+def _shared() -> tuple[Parser, Parser]:
+    common = Parser(add_help=False)
     common.add_argument(
         "--format",
         choices=("table", "json", "tsv"),
@@ -183,7 +183,7 @@ def _shared() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         help="output: tables for people, JSON (camelCase keys) or TSV for scripts",
     )
     common.add_argument("--json", action="store_true", help="the same as --format json")
-    api = argparse.ArgumentParser(add_help=False, parents=[common])
+    api = Parser(add_help=False, parents=[common])
     api.add_argument(
         "--campaign",
         default=os.environ.get("POSTMAN_CAMPAIGN_ID"),

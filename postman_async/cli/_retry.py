@@ -243,6 +243,7 @@ async def cmd_settle(args: argparse.Namespace, out: Output) -> int:
     async with client(args) as api:
         status = ["settling: reading state"]
         run = asyncio.ensure_future(_settle(api, args, message_ids, status, out))
+
         def stop() -> None:
             run.cancel()
 
@@ -271,8 +272,8 @@ async def cmd_settle(args: argparse.Namespace, out: Output) -> int:
         )
         out.line(settle.summary())
     if not settle.states:
-        return EXIT_NOT_FOUND
-    return EXIT_PARTIAL if settle.unsettled else 0
+        return EXIT_NOT_FOUND if settle.not_found or message_ids or args.batch else 0
+    return EXIT_PARTIAL if settle.unsettled or settle.not_found else 0
 
 
 async def _settle(
@@ -296,6 +297,7 @@ def _settle_dict(settle: Any) -> dict[str, Any]:
         "delivered": settle.delivered,
         "failedForGood": dict(settle.failed_for_good),
         "unsettled": settle.unsettled,
+        "notFound": settle.not_found,
         "exhausted": settle.exhausted,
         "attemptCap": settle.attempt_cap,
         "calls": settle.calls,

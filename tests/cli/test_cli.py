@@ -237,7 +237,10 @@ def test_ctrl_c_saves_what_is_left_and_resume_posts_nothing_twice(tmp_path: Path
         left = resume.read_text().split()
         assert 0 < done < 100 and len(left) == 100 - done
         again = subprocess.run(
-            [*argv, "--ids-file", str(ids_file)], env=env, capture_output=True, text=True,
+            [*argv, "--ids-file", str(ids_file)],
+            env=env,
+            capture_output=True,
+            text=True,
             timeout=60,
         )  # --resume wins over the IDs given: it continues from the file
         assert again.returncode == 0, again.stderr

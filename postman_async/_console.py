@@ -14,6 +14,7 @@ try:  # the optional "cli" extra
     from rich.console import Console
     from rich.live import Live
     from rich.table import Table
+    from rich.text import Text
 except ImportError:  # pragma: no cover - exercised only without the extra
     Console = None  # type: ignore[assignment,misc]
 
@@ -58,11 +59,11 @@ class Output:
                 print("\t".join(str(cell).replace("\t", " ") for cell in row))
             return
         if self._console is not None:
-            table = Table(title=title, title_justify="left")
+            table = Table(title=Text(title), title_justify="left")
             for column in columns:
                 table.add_column(column, no_wrap=column == "id")  # an ID split is unusable
             for row in rows:
-                table.add_row(*(str(cell) for cell in row))
+                table.add_row(*(Text(str(cell)) for cell in row))  # text, not markup
             self._console.print(table)
             return
         print(title)
@@ -90,6 +91,7 @@ class Output:
 
             yield plain_refresh
             return
-        with Live(render(), console=self._err, refresh_per_second=8, transient=True) as live:
-            yield lambda: live.update(render())
-        self._err.print(render())
+        # Text, not markup: "[sending]" is a phase, not a style tag.
+        with Live(Text(render()), console=self._err, refresh_per_second=8, transient=True) as live:
+            yield lambda: live.update(Text(render()))
+        self._err.print(Text(render()))

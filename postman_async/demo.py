@@ -140,12 +140,17 @@ async def run_demo(
     return DemoResult(settle, sim.stats(), sim, calls, time.monotonic() - started)
 
 
-def progress_line(sim: PostmanSimulator, phase: str) -> str:
+def progress_line(sim: PostmanSimulator, phase: str, total: int = 0, rate: float = 0.0) -> str:
+    """The demo's live line: phase, final of ``total``, and an ETA at the budget (one call per
+    message not final yet, an upper bound)."""
     statuses = [sim.message_status(i) for i in list(sim.messages)]
     delivered = sum(1 for s in statuses if s == MessageStatus.SUCCESS)
     failed = sum(1 for s in statuses if s == MessageStatus.FAILURE)
     stats = sim.stats()
+    total = max(total, len(statuses))
+    eta = f"  ETA <= {(total - delivered - failed) / rate:.0f}s at {rate:g}/s" if rate else ""
     return (
-        f"[{phase}] messages {len(statuses)}  delivered {delivered}  failed now {failed}  "
-        f"calls {stats.requests}  max/s {stats.max_per_second}  429s {stats.throttled}"
+        f"[{phase}] {delivered + failed}/{total} final  delivered {delivered}  failed now "
+        f"{failed}  calls {stats.requests}  max/s {stats.max_per_second}  429s "
+        f"{stats.throttled}{eta}"
     )

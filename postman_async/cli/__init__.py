@@ -77,8 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "job" and args.job_command == "worker":
             return run_worker(args)
         return asyncio.run(COMMANDS[args.command](args, out))
-    except KeyboardInterrupt:  # before the command's own handlers were installed
-        out.line("interrupted before any work was done")
+    except KeyboardInterrupt:  # a command without its own handler (they read before they POST)
+        out.line("interrupted; run the command again to continue")
         return EXIT_INTERRUPTED
     except (errors.PostmanError, CliError) as exc:
         print(f"postman-async: {describe(exc)}", file=sys.stderr)

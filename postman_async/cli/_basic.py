@@ -41,7 +41,7 @@ async def cmd_demo(args: argparse.Namespace, out: Output) -> int:
     with out.live(lambda: text[0]) as refresh:
 
         def tick(sim: PostmanSimulator, phase: str) -> None:
-            text[0] = progress_line(sim, phase)
+            text[0] = progress_line(sim, phase, options.messages + options.singles, options.rate)
             refresh()
 
         result = await run_demo(options, tick)

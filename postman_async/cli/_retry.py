@@ -60,11 +60,13 @@ async def cmd_retry(args: argparse.Namespace, out: Output) -> int:
     elif not args.message_ids and not args.ids_file:
         raise CliError("give message IDs or --ids-file FILE|-")
     source = ids(args)
+    total = await asyncio.to_thread(_count_input, args)
     started = time.monotonic()
     async with client(args) as api:
         orchestrator = RetryOrchestrator(api, concurrency=args.concurrency)
         with interruptible(orchestrator.stop) as signals:
-            with out.live(lambda: _progress(orchestrator.report, started)) as refresh:
+            progress = lambda: _progress(orchestrator.report, started, total, args.rate_limit)  # noqa: E731
+            with out.live(progress) as refresh:
                 try:
                     report = await orchestrator.retry_messages(
                         source, on_progress=lambda _: refresh()
@@ -117,14 +119,34 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
         json.dump(data, handle, indent=1)
 
 
-def _progress(report: RetryReport | None, started: float) -> str:
+def _progress(report: RetryReport | None, started: float, total: int | None, budget: float) -> str:
+    """Done of total, the rate, elapsed and the ETA at the campaign's budget."""
     if report is None:
         return "retrying: starting"
     elapsed = time.monotonic() - started
     done = len(report)
     rate = done / elapsed if elapsed > 0 else 0.0
     counts = counts_text({o.value: report.counts[o] for o in Outcome if report.counts[o]})
-    return f"retrying: {done} done ({counts}), {rate:.1f}/s, elapsed {elapsed:.0f}s"
+    of = f" of {total}" if total is not None else ""
+    line = f"retrying: {done}{of} done ({counts}), {rate:.1f}/s, elapsed {elapsed:.0f}s"
+    if total is not None:
+        per_id = report.calls / done if done and report.calls else 1.0
+        line += f", ETA {max(0, total - done - report.duplicates) * per_id / budget:.0f}s"
+    return line
+
+
+def _count_input(args: argparse.Namespace) -> int | None:
+    """How many IDs the input holds (None for stdin: it can be read once only)."""
+    if args.ids_file == "-":
+        return None
+    count = len(args.message_ids)
+    if args.ids_file:
+        try:
+            with open(args.ids_file, encoding="utf-8") as handle:
+                count += sum(1 for line in handle if line.strip() and not line.startswith("#"))
+        except OSError:
+            return None  # reading it for real will say why
+    return count
 
 
 def _summary(out: Output, report: RetryReport, left: int, resume: str | None) -> None:
@@ -282,7 +304,11 @@ async def _settle(
     with out.live(lambda: status[0]) as refresh:
 
         def show(progress: SettleProgress) -> None:
-            status[0] = progress.describe()
+            left = progress.messages - progress.settled
+            status[0] = (
+                f"{progress.describe()}; elapsed {progress.elapsed:.0f}s; ETA <= "
+                f"{left / args.rate_limit:.0f}s of calls at {args.rate_limit:g}/s"
+            )
             refresh()
 
         return await RetryOrchestrator(api).retry_until_settled(

@@ -4,6 +4,7 @@ extra), plain text when piped, JSON or TSV for scripts."""
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -20,6 +21,42 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 #: Off a terminal, progress is a plain line on stderr at most this often (s).
 PLAIN_PROGRESS_EVERY = 10.0
+#: A connection retry or a 429 stays on the progress line this long (s).
+TROUBLE_SHOWN_FOR = 10.0
+
+
+class RecentTrouble(logging.Handler):
+    """Keeps the session's latest "failed ..., retrying" or 429 line, so live progress shows
+    connection retries while they happen (not only as a final error)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.text = ""
+        self.at = -float("inf")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "retrying in" in message:
+            self.text, self.at = message, time.monotonic()
+
+    def note(self) -> str:
+        if time.monotonic() - self.at > TROUBLE_SHOWN_FOR:
+            return ""
+        return f"  | {self.text}"
+
+
+@contextmanager
+def watching_trouble() -> Iterator[RecentTrouble]:
+    """Collect the SDK's retry lines while a command runs."""
+    logger = logging.getLogger("postman_async")
+    handler, level = RecentTrouble(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(min(level or logging.WARNING, logging.INFO))
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 class Output:
@@ -77,21 +114,32 @@ class Output:
 
     @contextmanager
     def live(self, render: Callable[[], str]) -> Iterator[Callable[[], None]]:
-        """A status line redrawn on each call of the yielded ``refresh`` (on stderr). Off a
-        terminal it is a plain line at most every ``PLAIN_PROGRESS_EVERY`` s, and none in
-        the script formats."""
-        if self.for_scripts or self._err is None or not self._err.is_terminal:
-            last = [0.0]
+        """A status line redrawn on each call of the yielded ``refresh`` (on stderr), with the
+        latest connection retry or 429 while it is recent. Off a terminal it is a plain line
+        at most every ``PLAIN_PROGRESS_EVERY`` s, and none in the script formats."""
+        with watching_trouble() as trouble:
 
-            def plain_refresh() -> None:
-                now = time.monotonic()
-                if not self.for_scripts and now - last[0] >= PLAIN_PROGRESS_EVERY:
-                    last[0] = now
-                    print(render(), file=sys.stderr, flush=True)
+            def line() -> str:
+                return render() + trouble.note()
 
-            yield plain_refresh
-            return
-        # Text, not markup: "[sending]" is a phase, not a style tag.
-        with Live(Text(render()), console=self._err, refresh_per_second=8, transient=True) as live:
-            yield lambda: live.update(Text(render()))
-        self._err.print(Text(render()))
+            if self.for_scripts or self._err is None or not self._err.is_terminal:
+                last = [0.0]
+
+                def plain_refresh() -> None:
+                    now = time.monotonic()
+                    if not self.for_scripts and now - last[0] >= PLAIN_PROGRESS_EVERY:
+                        last[0] = now
+                        print(line(), file=sys.stderr, flush=True)
+
+                yield plain_refresh
+                return
+            # Text, not markup: "[sending]" is a phase, not a style tag. Redrawn 8 times a
+            # second, so a retry shows even while nothing else moves.
+            with Live(
+                get_renderable=lambda: Text(line()),
+                console=self._err,
+                refresh_per_second=8,
+                transient=True,
+            ):
+                yield lambda: None
+            self._err.print(Text(render()))

@@ -10,6 +10,7 @@ import statistics
 import pytest
 
 from postman_async import cli
+from postman_async.cli import _basic as cli_basic
 from postman_async.testing import Network, PostmanSimulator
 
 from ..helpers import client_for
@@ -82,7 +83,7 @@ def test_cli_flags_build_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
         built.append(sim)
         raise Stop
 
-    monkeypatch.setattr(cli, "PostmanSimulator", capture)
+    monkeypatch.setattr(cli_basic, "PostmanSimulator", capture)
     with pytest.raises(Stop):
         cli.main(
             ["simulator", "--latency-ms", "5", "--jitter-ms", "40", "--jitter-dist", "lognormal"]

@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from postman_async import _session
 from postman_async.testing import PostmanSimulator
 
-from .jobs.harness import JobRedis
+from .redis_server import RedisServer
 
 
 class _NullStreamWriter:
@@ -71,20 +71,19 @@ async def make_sim() -> AsyncIterator[Callable[..., Any]]:
 
 
 @pytest.fixture(scope="session")
-def job_redis() -> Iterator[JobRedis]:
+def job_redis() -> Iterator[RedisServer]:
     if shutil.which("redis-server") is None:
         if os.environ.get("CI"):
             pytest.fail("redis-server is missing: .ci/run should have installed it")
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    server = JobRedis()
+    server = RedisServer(durable=True)
     server.start()
     yield server
-    server.stop()
-    shutil.rmtree(server.dir, ignore_errors=True)
+    server.remove()
 
 
 @pytest.fixture
-async def redis(job_redis: JobRedis) -> AsyncIterator[aioredis.Redis]:
+async def redis(job_redis: RedisServer) -> AsyncIterator[aioredis.Redis]:
     from postman_async.jobs import taskiq_app
 
     taskiq_app.configure(job_redis.url)  # a pool for this test's event loop

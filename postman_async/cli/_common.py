@@ -64,14 +64,18 @@ async def ids(args: argparse.Namespace) -> AsyncIterator[str]:
     """The IDs given as arguments, then those of ``--ids-file`` (or stdin), streamed."""
     for message_id in args.message_ids:
         yield message_id
-    if not args.ids_file:
-        return
-    handle: Any = (
-        sys.stdin if args.ids_file == "-" else await asyncio.to_thread(_open, args.ids_file)
-    )
+    if args.ids_file:
+        async for line in lines_of(args.ids_file):
+            yield line
+
+
+async def lines_of(path: str) -> AsyncIterator[str]:
+    """A file's (or stdin's, for ``-``) non-empty lines that are not ``#`` comments,
+    stripped and streamed (never the whole file in memory)."""
+    handle: Any = sys.stdin if path == "-" else await asyncio.to_thread(_open, path)
     try:
-        while lines := await asyncio.to_thread(handle.readlines, 1 << 16):
-            for line in lines:
+        while chunk := await asyncio.to_thread(handle.readlines, 1 << 16):
+            for line in chunk:
                 text = line.strip()
                 if text and not text.startswith("#"):
                     yield text

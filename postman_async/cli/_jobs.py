@@ -7,9 +7,7 @@ Redis: ``--redis`` or ``POSTMAN_ASYNC_REDIS_URL`` (default ``redis://127.0.0.1:6
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +15,7 @@ from .._console import Output
 from ..client import default_base_url
 from ..models import MessageStatus
 from ..reports import MessageState
+from ._common import lines_of
 from ._exit import EXIT_NETWORK, CliError
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -181,26 +180,10 @@ def _duration(seconds: float) -> str:
 
 
 async def _lines(path: str) -> AsyncIterator[object]:
-    """IDs (or ``ID,ATTEMPTS``) from a file or stdin, streamed line by line."""
-    handle = sys.stdin if path == "-" else await asyncio.to_thread(_open, path)
-    try:
-        while lines := await asyncio.to_thread(handle.readlines, 1 << 20):
-            for line in lines:
-                text = line.strip()
-                if not text or text.startswith("#"):
-                    continue
-                message_id, _, attempts = text.partition(",")
-                if attempts.strip().isdigit():
-                    yield MessageState(message_id.strip(), MessageStatus.FAILURE, int(attempts))
-                else:
-                    yield text
-    finally:
-        if handle is not sys.stdin:
-            handle.close()
-
-
-def _open(path: str) -> Any:
-    try:
-        return open(path, encoding="utf-8")
-    except OSError as exc:
-        raise JobCliError(f"cannot read {path}: {exc.strerror}") from exc
+    """IDs, or ``ID,ATTEMPTS`` (a known attempt count), from a file or stdin."""
+    async for text in lines_of(path):
+        message_id, _, attempts = text.partition(",")
+        if attempts.strip().isdigit():
+            yield MessageState(message_id.strip(), MessageStatus.FAILURE, int(attempts))
+        else:
+            yield text

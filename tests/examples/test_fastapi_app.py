@@ -16,7 +16,8 @@ from examples.fastapi_app.app import create_app
 from examples.worker import retry_from_queue
 from postman_async import MessageStatus, PostmanClient
 
-from ..jobs.harness import JobRedis, Workers
+from ..jobs.harness import Workers
+from ..redis_server import RedisServer
 
 FAILED = (MessageStatus.FAILURE, "delivery_error", "recipient_unavailable")
 
@@ -39,7 +40,7 @@ async def finished(http: httpx.AsyncClient, job_id: str) -> dict[str, object]:
 
 
 async def test_otp_goes_ahead_of_a_redis_job_that_any_replica_can_read(
-    make_sim, job_redis: JobRedis, redis: object
+    make_sim, job_redis: RedisServer, redis: object
 ) -> None:
     sim = await make_sim(rate_limit=20.0)
     ids = [sim.create_message(outcome=FAILED).id for _ in range(60)]
@@ -77,7 +78,7 @@ async def test_otp_goes_ahead_of_a_redis_job_that_any_replica_can_read(
 
 
 async def test_a_job_outlives_the_app_and_a_replica_cancels_it(
-    make_sim, job_redis: JobRedis, redis: object
+    make_sim, job_redis: RedisServer, redis: object
 ) -> None:
     sim = await make_sim(rate_limit=20.0)
     ids = [sim.create_message(outcome=FAILED).id for _ in range(20)]

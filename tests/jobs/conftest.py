@@ -11,7 +11,8 @@ import pytest
 
 from postman_async.testing import SimulatorProcess
 
-from .harness import JobRedis, Sim, Workers
+from ..redis_server import RedisServer
+from .harness import Sim, Workers
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def simulator(request: pytest.FixtureRequest) -> Iterator[Sim]:
 
 
 @pytest.fixture
-def workers(job_redis: JobRedis, simulator: Sim) -> Iterator[Workers]:
+def workers(job_redis: RedisServer, simulator: Sim) -> Iterator[Workers]:
     pool = Workers(job_redis.url, simulator.api_key)
     yield pool
     pool.stop_all()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from ..conftest import JobRedis
+from ..redis_server import RedisServer
 from .harness import Sim, Workers, assert_against_ground_truth
 
 
@@ -25,7 +25,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 async def test_submit_status_report_and_errors(
-    redis: aioredis.Redis, job_redis: JobRedis, simulator: Sim, workers: Workers, tmp_path: Path
+    redis: aioredis.Redis, job_redis: RedisServer, simulator: Sim, workers: Workers, tmp_path: Path
 ) -> None:
     workers.start()
     ids_file = tmp_path / "ids.txt"

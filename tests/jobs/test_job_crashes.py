@@ -20,8 +20,8 @@ from postman_async.jobs.taskiq_app import kick
 from postman_async.models import MessageStatus
 from postman_async.reports import MessageState
 
+from ..redis_server import RedisServer
 from .harness import (
-    JobRedis,
     Sim,
     Workers,
     assert_against_ground_truth,
@@ -150,7 +150,7 @@ async def test_a_chunk_delivered_twice_and_one_lost_still_finish_once(
 
 @pytest.mark.simulator("--latency-ms", "20", messages=150)
 async def test_a_redis_restart_mid_job_loses_nothing(
-    redis: aioredis.Redis, job_redis: JobRedis, simulator: Sim, workers: Workers
+    redis: aioredis.Redis, job_redis: RedisServer, simulator: Sim, workers: Workers
 ) -> None:
     for _ in range(2):
         workers.start(concurrency=2)
@@ -184,7 +184,7 @@ async def test_a_429_storm_across_four_workers_keeps_one_budget(
 
 
 async def test_a_killed_producer_rerun_submits_each_id_once(
-    redis: aioredis.Redis, job_redis: JobRedis, simulator: Sim, workers: Workers, tmp_path: Path
+    redis: aioredis.Redis, job_redis: RedisServer, simulator: Sim, workers: Workers, tmp_path: Path
 ) -> None:
     ids_file = tmp_path / "ids.txt"
     ids_file.write_text("\n".join([*simulator.ids, *simulator.ids[:5]]) + "\n")

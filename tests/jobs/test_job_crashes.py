@@ -222,7 +222,7 @@ async def test_cancel_stops_new_posts_and_still_gives_every_id_a_result(
     assert (await store.progress()).state == "cancelled"
 
 
-@pytest.mark.simulator("--server-error-rate", "0.1")
+@pytest.mark.simulator("--server-error-rate", "0.1", messages=30)
 async def test_server_errors_on_posts_and_reads_never_double_a_post(
     redis: aioredis.Redis, simulator: Sim, workers: Workers
 ) -> None:

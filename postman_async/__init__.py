@@ -1,5 +1,6 @@
 """postman_async: an asyncio SDK for Postman v2, the Singapore government's SMS API."""
 
+from ._logging import configure_from_environment
 from ._version import __version__
 from .client import PRODUCTION_URL, TEST_URL, PostmanClient
 from .converter import converter
@@ -44,6 +45,7 @@ from .models import (
     TemplateBody,
 )
 from .orchestrator import RetryOrchestrator
+from .policy import RetryPolicy
 from .ratelimit import Limiter, RateLimiter
 from .reports import (
     BatchRetryReason,
@@ -107,6 +109,7 @@ __all__ = [
     "ResultSink",
     "RetryBudgetExhaustedError",
     "RetryOrchestrator",
+    "RetryPolicy",
     "RetryReport",
     "RoundReport",
     "SeenIds",
@@ -122,3 +125,5 @@ __all__ = [
     "__version__",
     "converter",
 ]
+
+configure_from_environment()

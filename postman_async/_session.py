@@ -40,12 +40,14 @@ from .errors import (
     TooManyRequestsError,
 )
 from .models import Priority
+from .policy import CallOptions, RetryPolicy
 from .protocol import Request, error_from_response
 from .ratelimit import Clock, Limiter, Sleep
 
 logger = logging.getLogger("postman_async")
 
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+DEFAULT_POLICY = RetryPolicy()
 
 
 @attrs.frozen
@@ -139,12 +141,9 @@ class HttpSession:
         limiter: Limiter,
         retry_budget: RetryBudget,
         timeout: float,
-        max_retries: int,
+        policy: RetryPolicy = DEFAULT_POLICY,
         session: aiohttp.ClientSession | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        backoff_base: float = 0.5,
-        backoff_cap: float = 20.0,
-        max_retry_after: float = 60.0,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
@@ -155,13 +154,10 @@ class HttpSession:
         self._observe: Callable[[float], None] | None = getattr(limiter, "observe", None)
         self.retry_budget = retry_budget
         self.timeout = timeout
-        self.max_retries = max_retries
+        self.policy = policy
         self._session = session
         self._owns_session = session is None
         self.max_response_bytes = max_response_bytes
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
-        self.max_retry_after = max_retry_after
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -193,10 +189,11 @@ class HttpSession:
         if session is not None and self._owns_session and not session.closed:
             await session.close()
 
-    def backoff(self, attempt: int) -> float:
-        """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1)))."""
-        ceiling = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
-        return self._rng.uniform(0, ceiling)
+    def backoff(self, attempt: int, policy: RetryPolicy | None = None) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1))) (or that ceiling)."""
+        policy = policy or self.policy
+        ceiling = policy.ceiling(attempt)
+        return self._rng.uniform(0, ceiling) if policy.jitter else ceiling
 
     async def send(
         self,
@@ -204,12 +201,17 @@ class HttpSession:
         *,
         priority: Priority = Priority.HIGH,
         decode: Callable[[bytes], Any] | None = None,
+        options: CallOptions | None = None,
     ) -> RawResponse:
         """Send with the retry rules above. ``decode`` turns a 2xx body into ``value``; for a
-        GET, a body it cannot decode (truncated, garbled) is retried like a 5xx."""
+        GET, a body it cannot decode (truncated, garbled) is retried like a 5xx. ``options``:
+        this call's timeout and retry policy, when not the session's."""
+        policy = options.policy if options and options.policy else self.policy
+        timeout = options.timeout if options else None
         attempt = 0
         while True:
             attempt += 1
+            waited = self._clock()
             await self.limiter.acquire(priority)
             if not request.is_idempotent and (hook := _before_post.get()) is not None:
                 await hook()
@@ -217,40 +219,72 @@ class HttpSession:
             self.calls += 1
             for counter in _call_counters.get():
                 counter[0] += 1
-            outcome = await self._attempt(request, attempt, started, decode)
+            outcome = await self._attempt(request, attempt, (waited, started), decode, timeout)
             if isinstance(outcome, RawResponse):
                 self.retry_budget.deposit()
                 return outcome
             error, certainly_dropped = outcome
             retryable = certainly_dropped or (request.is_idempotent and _transient(error))
-            if not retryable or attempt > self.max_retries:
+            if isinstance(error, TooManyRequestsError) and not policy.retry_on_429:
+                retryable = False
+                await self.limiter.penalize(
+                    min(error.retry_after or 1.0, policy.max_retry_after),
+                    retry_after=error.retry_after,
+                )
+            if not retryable or attempt > policy.max_retries:
                 raise self._final(request, error, certainly_dropped, started)
-            await self._wait_to_retry(request, error, attempt)
+            await self._wait_to_retry(request, error, attempt, policy)
 
     async def _attempt(
         self,
         request: Request,
         attempt: int,
-        started: float,
+        times: tuple[float, float],
         decode: Callable[[bytes], Any] | None,
+        timeout: float | None = None,
     ) -> RawResponse | tuple[PostmanError, bool]:
         """One HTTP attempt: the response, or (the error, whether the server certainly
-        dropped the request)."""
-        where = (request.method, request.path)
+        dropped the request). ``times``: when the token was asked for, and granted."""
+        waited, started = times
+        fields = {
+            "endpoint": request.path,
+            "method": request.method,
+            "attempt": attempt,
+            "limiter_wait_ms": round((started - waited) * 1000, 1),
+        }
         try:
-            status, headers, body = await self._perform(request)
+            status, headers, body = await self._perform(request, timeout)
         except (_NotSent, _MaybeSent) as exc:
             error = _transport_error(exc.__cause__, request, self._base_url)
-            logger.debug("%s %s -> %s attempt=%d", *where, type(error).__name__, attempt)
+            fields.update(status=None, error=type(error).__name__)
+            logger.debug(
+                "%s %s -> %s attempt=%d",
+                request.method,
+                request.path,
+                type(error).__name__,
+                attempt,
+                extra={"postman": fields},
+            )
             return error, isinstance(exc, _NotSent)
         latency = self._clock() - started
         if self._observe is not None:  # the round trips' spread teaches the limiter's margin
             self._observe(latency)
+        fields.update(status=status, latency_ms=round(latency * 1000, 1))
+        if not 200 <= status < 300:
+            error = error_from_response(
+                status, headers, body, method=request.method, path=request.path
+            )
+            fields["error_id"] = getattr(error, "error_id", None)
         logger.debug(
-            "%s %s -> %d attempt=%d latency=%.1fms", *where, status, attempt, latency * 1000
+            "%s %s -> %d attempt=%d latency=%.1fms",
+            request.method,
+            request.path,
+            status,
+            attempt,
+            latency * 1000,
+            extra={"postman": fields},
         )
         if not 200 <= status < 300:
-            error = error_from_response(status, headers, body, method=where[0], path=where[1])
             return error, status == 429
         try:
             value = decode(body) if decode is not None else None
@@ -260,7 +294,9 @@ class HttpSession:
             return exc, False
         return RawResponse(status, headers, body, attempt, value)
 
-    async def _wait_to_retry(self, request: Request, error: PostmanError, attempt: int) -> None:
+    async def _wait_to_retry(
+        self, request: Request, error: PostmanError, attempt: int, policy: RetryPolicy
+    ) -> None:
         """Withdraw from the retry budget, then wait: a 429 pauses the campaign's limiter
         (``Retry-After`` when given), anything else backs off with full jitter."""
         if not self.retry_budget.withdraw():
@@ -268,21 +304,33 @@ class HttpSession:
                 f"retry budget exhausted; last error: {error}", cause=error
             ) from error
         where = (request.method, request.path)
+        fields = {"endpoint": request.path, "method": request.method, "attempt": attempt}
         if isinstance(error, TooManyRequestsError):
             delay = error.retry_after
-            delay = self.backoff(attempt) if delay is None else min(delay, self.max_retry_after)
+            delay = (
+                self.backoff(attempt, policy)
+                if delay is None
+                else min(delay, policy.max_retry_after)
+            )
             logger.info(
-                "%s %s throttled (429), retrying in %.2fs (attempt %d)", *where, delay, attempt
+                "%s %s throttled (429), retrying in %.2fs (attempt %d)",
+                *where,
+                delay,
+                attempt,
+                extra={"postman": {**fields, "status": 429, "delay_s": round(delay, 3)}},
             )
             await self.limiter.penalize(delay, retry_after=error.retry_after)
         else:
-            delay = self.backoff(attempt)
+            delay = self.backoff(attempt, policy)
             logger.info(
                 "%s %s failed (%s), retrying in %.2fs (attempt %d)",
                 *where,
                 error,
                 delay,
                 attempt,
+                extra={
+                    "postman": {**fields, "error": type(error).__name__, "delay_s": round(delay, 3)}
+                },
             )
             await self._sleep(delay)
 
@@ -303,13 +351,15 @@ class HttpSession:
         """The session clock (the one ``sent_at`` uses)."""
         return self._clock()
 
-    async def _perform(self, request: Request) -> tuple[int, CIMultiDictProxy[str], bytes]:
+    async def _perform(
+        self, request: Request, timeout: float | None = None
+    ) -> tuple[int, CIMultiDictProxy[str], bytes]:
         http = self._http()
         kwargs: dict[str, Any] = {
             "headers": self._headers,
             "params": list(request.params) or None,
             "allow_redirects": False,
-            "timeout": self._timeout,
+            "timeout": self._timeout if timeout is None else aiohttp.ClientTimeout(total=timeout),
         }
         if request.json_body is not None:
             kwargs["json"] = request.json_body

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import logging
 import os
@@ -13,12 +14,14 @@ from types import TracebackType
 from typing import IO, Any, TypeVar
 
 import aiohttp
+import attrs
 
-from ._session import DEFAULT_MAX_RESPONSE_BYTES, HttpSession, shared_retry_budget
+from ._session import DEFAULT_MAX_RESPONSE_BYTES, HttpSession, RawResponse, shared_retry_budget
 from .converter import decode
 from .errors import MalformedResponseError, OutcomeUnknownError, PostmanError, ValidationError
 from .listing import MessagePages
 from .models import BatchSendResult, Message, MessageStatus, Page, Priority
+from .policy import CallOptions, RetryPolicy
 from .protocol import (
     Request,
     decode_body,
@@ -66,7 +69,8 @@ class PostmanClient:
         base_url: str | None = None,
         rate_limit: float = 10.0,
         timeout: float = 30.0,
-        max_retries: int = 5,
+        max_retries: int | None = None,
+        retry_policy: RetryPolicy | None = None,
         session: aiohttp.ClientSession | None = None,
         limiter: Limiter | None = None,
         priority: Priority = Priority.HIGH,
@@ -83,8 +87,9 @@ class PostmanClient:
             raise ValidationError("rate_limit", "must be > 0")
         if not timeout > 0:
             raise ValidationError("timeout", "must be > 0")
-        if not isinstance(max_retries, int) or max_retries < 0:
-            raise ValidationError("max_retries", "must be an integer >= 0")
+        if max_retries is not None and retry_policy is not None:
+            raise ValidationError("max_retries", "give it in the retry_policy instead")
+        policy = retry_policy or RetryPolicy(max_retries=5 if max_retries is None else max_retries)
         self.rate_limit = float(rate_limit)
         self.priority = priority
         self._limiter = limiter
@@ -92,7 +97,7 @@ class PostmanClient:
         self._session_args: dict[str, Any] = {
             "api_key": key,
             "timeout": float(timeout),
-            "max_retries": max_retries,
+            "policy": policy,
             "session": session,
             "max_response_bytes": max_response_bytes,
             "clock": clock,
@@ -101,6 +106,9 @@ class PostmanClient:
         }
         self._http: HttpSession | None = None
         self._closed = False
+        #: the client whose session, limiter and budget a ``with_options`` view shares
+        self._root = self
+        self._options = CallOptions()
         #: What this client has learned of the server's attempt cap (shared by every
         #: orchestrator over this client).
         self.attempt_cap = AttemptCap()
@@ -120,10 +128,41 @@ class PostmanClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the aiohttp session if this client created it."""
+        """Close the aiohttp session if this client created it (a ``with_options`` view
+        closes nothing: its root client owns the session)."""
+        if self._root is not self:
+            return
         self._closed = True
         if self._http is not None:
             await self._http.aclose()
+
+    def with_options(
+        self,
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        retry_policy: RetryPolicy | None = None,
+        priority: Priority | None = None,
+    ) -> PostmanClient:
+        """A view of this client with other per-call settings: the same session, limiter,
+        retry budget and learned attempt cap, so an OTP can fail fast in the HIGH lane while
+        a bulk job on the same client waits longer. ``max_retries`` replaces only that field
+        of the policy. Raises :class:`ValidationError` for a value out of range.
+
+        ``otp = client.with_options(timeout=2, max_retries=0, priority=Priority.HIGH)``"""
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ValidationError("timeout", "must be > 0")
+        policy = retry_policy
+        if max_retries is not None:
+            base = policy or self._options.policy or self._root._session_args["policy"]
+            policy = attrs.evolve(base, max_retries=max_retries)
+        view = copy.copy(self)
+        view._options = self._options.merged(
+            CallOptions(timeout=timeout, policy=policy, priority=priority)
+        )
+        if priority is not None:
+            view.priority = priority
+        return view
 
     @property
     def limiter(self) -> Limiter:
@@ -132,10 +171,13 @@ class PostmanClient:
 
     @property
     def calls(self) -> int:
-        """HTTP attempts this client has made: each spent one token of the budget."""
-        return self._http.calls if self._http else 0
+        """HTTP attempts made through this client and its views (each spent a token)."""
+        root = self._root
+        return root._http.calls if root._http else 0
 
     def _session(self) -> HttpSession:
+        if self._root is not self:
+            return self._root._session()
         if self._closed:
             raise PostmanError("the client is closed")
         if self._http is None:
@@ -148,6 +190,16 @@ class PostmanClient:
             )
         return self._http
 
+    async def _send(
+        self,
+        request: Request,
+        priority: Priority | None,
+        decoder: Callable[[bytes], Any] | None = None,
+    ) -> RawResponse:
+        return await self._session().send(
+            request, priority=priority or self.priority, decode=decoder, options=self._options
+        )
+
     async def _call(
         self, request: Request, priority: Priority | None, model: type[T] | None = None
     ) -> Any:
@@ -158,9 +210,7 @@ class PostmanClient:
             data = decode_body(body)
             return decode(model, data) if model is not None else data
 
-        raw = await self._session().send(
-            request, priority=priority or self.priority, decode=decoder
-        )
+        raw = await self._send(request, priority, decoder)
         return raw.value
 
     # -- endpoints -------------------------------------------------------------------------
@@ -178,7 +228,7 @@ class PostmanClient:
         Never re-sent after an ambiguous failure: that raises :class:`OutcomeUnknownError`.
         """
         request = send_message_request(self.campaign_id, recipient, language, values)
-        raw = await self._session().send(request, priority=priority or self.priority)
+        raw = await self._send(request, priority)
         try:
             return decode(Message, decode_body(raw.body))
         except MalformedResponseError as exc:
@@ -199,10 +249,10 @@ class PostmanClient:
         self, message_id: str, priority: Priority | None
     ) -> tuple[Message, str | None]:
         """:meth:`get_message`, with the server's ``Date`` header (for the time rule)."""
-        raw = await self._session().send(
+        raw = await self._send(
             get_message_request(self.campaign_id, message_id),
-            priority=priority or self.priority,
-            decode=lambda body: decode(Message, decode_body(body)),
+            priority,
+            lambda body: decode(Message, decode_body(body)),
         )
         return raw.value, raw.headers.get("Date")
 
@@ -241,7 +291,7 @@ class PostmanClient:
         request = retry_message_request(self.campaign_id, message_id)
         session = self._session()
         try:
-            raw = await session.send(request, priority=priority or self.priority)
+            raw = await self._send(request, priority)
         except OutcomeUnknownError as exc:
             return await self._reconcile_retry(message_id, exc, before, priority), True
         try:
@@ -265,10 +315,10 @@ class PostmanClient:
     ) -> Message:
         session = self._session()
         try:
-            raw = await session.send(
+            raw = await self._send(
                 get_message_request(self.campaign_id, message_id),
-                priority=priority or self.priority,
-                decode=lambda body: decode(Message, decode_body(body)),
+                priority,
+                lambda body: decode(Message, decode_body(body)),
             )
             message: Message = raw.value
         except PostmanError as read_error:
@@ -330,7 +380,7 @@ class PostmanClient:
         :class:`OutcomeUnknownError`, or any :class:`PostmanError` of the session.
         """
         request = retry_batch_request(self.campaign_id, batch_id)
-        await self._session().send(request, priority=priority or self.priority)
+        await self._send(request, priority)
 
     def list_batch_messages(
         self,

@@ -27,6 +27,7 @@ import attrs
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from . import telemetry
 from ._version import __version__
 from .errors import (
     APIError,
@@ -205,17 +206,38 @@ class HttpSession:
     ) -> RawResponse:
         """Send with the retry rules above. ``decode`` turns a 2xx body into ``value``; for a
         GET, a body it cannot decode (truncated, garbled) is retried like a 5xx. ``options``:
-        this call's timeout and retry policy, when not the session's."""
+        this call's timeout and retry policy, when not the session's. One span per call."""
+        attempts = [0]
+        with telemetry.call_span(request.method, request.path) as span:
+            try:
+                raw = await self._send(request, priority, decode, options, attempts)
+            except BaseException as exc:
+                status = exc.status if isinstance(exc, APIError) else None
+                telemetry.end_call(span, status=status, attempts=attempts[0], error=exc)
+                raise
+            telemetry.end_call(span, status=raw.status, attempts=raw.attempts, error=None)
+            return raw
+
+    async def _send(
+        self,
+        request: Request,
+        priority: Priority,
+        decode: Callable[[bytes], Any] | None,
+        options: CallOptions | None,
+        attempts: list[int],
+    ) -> RawResponse:
         policy = options.policy if options and options.policy else self.policy
         timeout = options.timeout if options else None
+        lane = {"postman.lane": priority.name.lower()}
         attempt = 0
         while True:
-            attempt += 1
+            attempt = attempts[0] = attempt + 1
             waited = self._clock()
             await self.limiter.acquire(priority)
             if not request.is_idempotent and (hook := _before_post.get()) is not None:
                 await hook()
             started = self._clock()
+            telemetry.add("wait", (started - waited) * 1000, **lane)
             self.calls += 1
             for counter in _call_counters.get():
                 counter[0] += 1
@@ -285,6 +307,8 @@ class HttpSession:
             extra={"postman": fields},
         )
         if not 200 <= status < 300:
+            if status == 429:
+                telemetry.add("throttled", 1, **{"postman.endpoint": telemetry.route(request.path)})
             return error, status == 429
         try:
             value = decode(body) if decode is not None else None
@@ -303,6 +327,7 @@ class HttpSession:
             raise RetryBudgetExhaustedError(
                 f"retry budget exhausted; last error: {error}", cause=error
             ) from error
+        telemetry.add("withdrawals")
         where = (request.method, request.path)
         fields = {"endpoint": request.path, "method": request.method, "attempt": attempt}
         if isinstance(error, TooManyRequestsError):
@@ -340,6 +365,7 @@ class HttpSession:
     ) -> PostmanError:
         if request.is_idempotent or dropped or (isinstance(error, APIError) and error.status < 500):
             return error
+        telemetry.add("unknown", 1, **{"postman.endpoint": telemetry.route(request.path)})
         return OutcomeUnknownError(
             f"{request.method} {request.path}: outcome unknown after {error}; "
             "it was not re-sent (no idempotency key: a re-send could deliver twice)",

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-from . import rules
+from . import rules, telemetry
 from ._batches import fill_report, fire
 from ._executor import Executor
 from ._fanout import retry_each
@@ -174,23 +174,28 @@ async def settle(
     run = SettleRun(ex, batches, started + timeout, started, on_progress)
     report = run.report
     watch = Watch(tuple(batches), tuple(dict.fromkeys(message_ids)), {}, {})
-    with count_calls() as total:
+    with count_calls() as total, telemetry.run_span("postman.settle") as span:
         run.calls = total
         for number in range(1, max_rounds + 1):
             round_report = RoundReport(number)
             report.rounds.append(round_report)
-            pending = await run.read(number, watch, round_report)
-            plan = plan_round(report.states, run.batch_ids, ex.cap, ex.not_worth, run.stale)
-            round_report.failed = plan.failed
-            round_report.exhausted = plan.exhausted
-            round_report.not_worth_retrying = plan.not_worth_retrying
-            round_report.notes.extend(plan.notes)
-            fired, held = await run.fire_batches(number, plan, round_report)
-            touched = await run.retry_singles(number, plan, round_report)
+            with telemetry.run_span("postman.settle.round", **{"postman.round": number}):
+                pending = await run.read(number, watch, round_report)
+                plan = plan_round(report.states, run.batch_ids, ex.cap, ex.not_worth, run.stale)
+                round_report.failed = plan.failed
+                round_report.exhausted = plan.exhausted
+                round_report.not_worth_retrying = plan.not_worth_retrying
+                round_report.notes.extend(plan.notes)
+                fired, held = await run.fire_batches(number, plan, round_report)
+                touched = await run.retry_singles(number, plan, round_report)
             watch = next_watch(report.states, fired, held, touched, pending, ex.cap)
             if (not watch.batches and not watch.singles) or ex.clock() >= run.deadline:
                 break
         report.calls = total[0]
+        if span is not None:
+            span.set_attribute("postman.rounds", len(report.rounds))
+            span.set_attribute("postman.messages", len(report.states))
+            span.set_attribute("postman.calls", report.calls)
     states = report.states
     report.unsettled = [i for i, s in states.items() if not rules.is_final(s.status, s.recipient)]
     report.exhausted = [

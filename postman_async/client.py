@@ -16,6 +16,7 @@ from typing import IO, Any, TypeVar
 import aiohttp
 import attrs
 
+from . import telemetry
 from ._session import DEFAULT_MAX_RESPONSE_BYTES, HttpSession, RawResponse, shared_retry_budget
 from .converter import decode
 from .errors import MalformedResponseError, OutcomeUnknownError, PostmanError, ValidationError
@@ -182,6 +183,7 @@ class PostmanClient:
             raise PostmanError("the client is closed")
         if self._http is None:
             limiter = self._limiter or shared_limiter(self._campaign_key, self.rate_limit)
+            telemetry.watch_limiter(limiter)
             self._http = HttpSession(
                 base_url=self._base_url,
                 limiter=limiter,

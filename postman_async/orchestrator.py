@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterable, Collection, Iterable, Mapping
 from typing import Any
 
+from . import telemetry
 from ._batches import retry_batch
 from ._executor import FATAL_ERRORS, Executor
 from ._fanout import ProgressCallback, retry_each
@@ -133,18 +134,24 @@ class RetryOrchestrator:
         report = self.report = RetryReport(sink=target)
         known = {i: MessageState(i, None, attempts=a) for i, a in (known_attempts or {}).items()}
         self._stopping = asyncio.Event()
-        try:
-            await retry_each(
-                self.executor,
-                message_ids,
-                report,
-                known=known,
-                on_progress=on_progress,
-                stopping=self._stopping,
-            )
-        finally:
-            if isinstance(target, NdjsonSink) and target is not sink:
-                target.close()
+        with telemetry.run_span("postman.retry_run") as span:
+            try:
+                await retry_each(
+                    self.executor,
+                    message_ids,
+                    report,
+                    known=known,
+                    on_progress=on_progress,
+                    stopping=self._stopping,
+                )
+            finally:
+                if isinstance(target, NdjsonSink) and target is not sink:
+                    target.close()
+                if span is not None:
+                    span.set_attribute("postman.ids", len(report))
+                    span.set_attribute("postman.calls", report.calls)
+                    for outcome, count in report.counts.items():
+                        span.set_attribute(f"postman.outcome.{outcome.value}", count)
         logger.info("retry run done: %s", report.summary())
         return report
 

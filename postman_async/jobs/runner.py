@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import attrs
 
+from .. import telemetry
 from .._executor import FATAL_ERRORS, Executor
 from .._fanout import retry_one
 from .._session import before_each_post, count_calls
@@ -300,6 +301,8 @@ class _ChunkRun:
             result.outcome.value,
             calls,
         )
+        if written == 1:
+            telemetry.add("job_results", 1, **{"postman.outcome": result.outcome.value})
         if written == -1:
             logger.info(
                 "job %s: %s was taken over by a newer holder", self.store.job_id, result.message_id

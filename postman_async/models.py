@@ -94,6 +94,8 @@ class MessageAttempt:
 
 @attrs.frozen
 class TemplateBody:
+    """A campaign's template body, as embedded in a message (its text and parameters)."""
+
     id: str | None = None
     template_id: str | None = None
     language: str | None = None
@@ -176,6 +178,7 @@ class Message:
 
     @property
     def latest_error_code(self) -> str | None:
+        """The newest attempt's delivery error code (``recipient_unavailable``, ...), if any."""
         attempt = self.latest_attempt
         return attempt.error_code if attempt else None
 
@@ -186,6 +189,7 @@ class Message:
 
     @property
     def batch_ids(self) -> tuple[str, ...]:
+        """The IDs of the batches this message belongs to."""
         if self.batches:
             return tuple(b.id for b in self.batches)
         return (self.batch_id,) if self.batch_id else ()
@@ -193,6 +197,8 @@ class Message:
 
 @attrs.frozen
 class PageInfo:
+    """A listing page's cursors: pass ``next`` as ``after`` to read the next (older) page."""
+
     has_next_page: bool = False
     has_previous_page: bool = False
     start_cursor: str | None = None
@@ -208,6 +214,7 @@ class Page:
 
     @property
     def next_cursor(self) -> str | None:
+        """The cursor of the next (older) page, or ``None`` on the last page."""
         return self.page_data.end_cursor if self.page_data.has_next_page else None
 
 

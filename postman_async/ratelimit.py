@@ -50,7 +50,9 @@ class Limiter(Protocol):
     request's round trip (s), from which the limiter can learn the network's jitter."""
 
     @property
-    def rate(self) -> float: ...
+    def rate(self) -> float:
+        """The campaign's rate (calls per second) this limiter holds to."""
+        ...
 
     async def acquire(self, priority: Priority = Priority.HIGH) -> None:
         """Wait for one token of the campaign's budget."""
@@ -97,6 +99,7 @@ class RateLimiter:
 
     @property
     def rate(self) -> float:
+        """The design rate (calls per second); settable, and a new rate applies at once."""
         return self._rate
 
     @rate.setter
@@ -147,6 +150,8 @@ class RateLimiter:
             self._spacings.append((slot, interval * self._rate - 1.0))
 
     async def acquire(self, priority: Priority = Priority.HIGH) -> None:
+        """Wait for one token: ``HIGH`` takes the next free slot, ``BULK`` queues FIFO behind
+        it. Cancelling the wait gives an unused slot back."""
         if priority == Priority.HIGH:
             if self.tuner is not None and self.tuner.learning:
                 # No slots reserved ahead while the margin is still a guess: each grant takes

@@ -46,6 +46,8 @@ class MessageResult:
     error: BaseException | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """This result as JSON-ready data (camelCase keys; an error as its type, message,
+        status and code)."""
         out: dict[str, Any] = {"messageId": self.message_id, "outcome": self.outcome.value}
         if self.detail:
             out["detail"] = self.detail
@@ -103,6 +105,7 @@ class RetryReport:
         return True
 
     def record(self, result: MessageResult) -> None:
+        """Record the one result of a claimed ID. Raises ``RuntimeError`` if it already has one."""
         if self._results.get(result.message_id) is not None:
             raise RuntimeError(f"{result.message_id} already has a result")
         self.counts[result.outcome] += 1
@@ -136,6 +139,7 @@ class RetryReport:
         return [i for i, r in self._results.items() if r is None]
 
     def ids(self, *outcomes: Outcome) -> list[str]:
+        """The IDs whose result has one of ``outcomes``."""
         return [r.message_id for r in self if r.outcome in outcomes]
 
     def failures(self) -> list[str]:
@@ -143,6 +147,7 @@ class RetryReport:
         return [r.message_id for r in self if r.worth_another_run]
 
     def summary(self) -> str:
+        """One line: counts per outcome, duplicates, calls and elapsed time."""
         parts = [f"{len(self)} messages"]
         parts += [f"{o.value}={self.counts[o]}" for o in Outcome if self.counts[o]]
         parts.append(f"duplicates={self.duplicates}")
@@ -151,6 +156,8 @@ class RetryReport:
         return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
+        """The whole report as JSON-ready data: ``summary`` (counts, calls, elapsed,
+        finished) and one ``results`` entry per ID."""
         return {
             "summary": {
                 "messages": len(self),
@@ -164,6 +171,7 @@ class RetryReport:
         }
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`to_dict` to ``path`` as JSON. Raises ``OSError`` if it cannot be written."""
         with open(path, "w", encoding="utf-8") as handle:
             json.dump(self.to_dict(), handle, indent=1)
 
@@ -201,6 +209,7 @@ class BatchRetryReport:
     elapsed: float = 0.0
 
     def summary(self) -> str:
+        """One line: fired or why not, messages, retried, exhausted and unresolved, calls."""
         verb = "fired" if self.fired else f"not fired ({self.reason.value})"
         detail = f" ({self.detail})" if self.detail else ""
         return (
@@ -210,6 +219,7 @@ class BatchRetryReport:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """This report as JSON-ready data (camelCase keys)."""
         return {
             "batchId": self.batch_id,
             "fired": self.fired,
@@ -239,6 +249,7 @@ class MessageState:
 
     @classmethod
     def of(cls, message: Message, batch_id: str | None = None) -> MessageState:
+        """The state of ``message`` as read (its batch: ``batch_id``, else its first batch)."""
         return cls(
             message_id=message.id,
             status=message.latest_status,
@@ -262,9 +273,11 @@ class OutcomesReport:
 
     @property
     def statuses(self) -> Mapping[str, MessageStatus | None]:
+        """The last status read per message ID."""
         return {i: s.status for i, s in self.states.items()}
 
     def count(self, status: MessageStatus) -> int:
+        """How many messages were last read with ``status``."""
         return sum(1 for s in self.states.values() if s.status == status)
 
 
@@ -289,6 +302,7 @@ class RoundReport:
 
     @property
     def calls(self) -> int:
+        """The calls this round spent: reads, batch retries and single retries."""
         return self.calls_reads + self.calls_batch_retries + self.calls_single_retries
 
 
@@ -309,6 +323,7 @@ class SettleReport:
 
     @property
     def delivered(self) -> int:
+        """Messages whose last status read is ``success``."""
         return sum(1 for s in self.states.values() if s.status == MessageStatus.SUCCESS)
 
     @property
@@ -322,9 +337,11 @@ class SettleReport:
 
     @property
     def delivered_per_call(self) -> float:
+        """Delivered messages per call spent (0 when no call was made)."""
         return self.delivered / self.calls if self.calls else 0.0
 
     def calls_by_purpose(self) -> dict[str, int]:
+        """Calls spent on reads, batch retries and single retries."""
         return {
             "reads": sum(r.calls_reads for r in self.rounds),
             "batch_retries": sum(r.calls_batch_retries for r in self.rounds),
@@ -332,6 +349,8 @@ class SettleReport:
         }
 
     def summary(self) -> str:
+        """One line: messages, delivered, failed for good (by error), exhausted, unsettled,
+        not found, rounds and calls."""
         failed = ", ".join(f"{code} {n}" for code, n in sorted(self.failed_for_good.items()))
         calls = ", ".join(f"{purpose} {n}" for purpose, n in self.calls_by_purpose().items())
         missing = f"not found: {len(self.not_found)}, " if self.not_found else ""
@@ -371,6 +390,8 @@ class SettleProgress:
     elapsed: float
 
     def describe(self) -> str:
+        """One line for a progress display: round, phase, final of known, delivered, failed,
+        calls."""
         return (
             f"round {self.round}: {self.phase.value.replace('_', ' ')}; "
             f"{self.settled}/{self.messages} final, {self.delivered} delivered, "

@@ -143,6 +143,7 @@ class AttemptCap:
             self.upper = self.lower  # contradicting answers: trust the newest
 
     def describe(self) -> str:
+        """What is known of the cap, as a phrase for reports ("the server's cap is 3 attempts")."""
         if self.value is not None:
             return f"the server's cap is {self.value} attempts"
         if self.upper is not None:

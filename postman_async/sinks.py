@@ -44,6 +44,7 @@ class NdjsonSink:
         self.written += 1
 
     def close(self) -> None:
+        """Close the file (results written so far stay in it)."""
         self._handle.close()
 
     def __enter__(self) -> NdjsonSink:

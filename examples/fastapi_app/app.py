@@ -14,6 +14,7 @@
 
 Run: ``POSTMAN_API_KEY=... POSTMAN_CAMPAIGN_ID=... POSTMAN_ASYNC_REDIS_URL=redis://...
 uvicorn examples.fastapi_app.app:app`` next to one or more ``postman-async job worker``.
+``POSTMAN_EXAMPLE_TRACES=console`` prints the SDK's spans (one per API call) to stdout.
 """
 
 from __future__ import annotations
@@ -156,8 +157,22 @@ def create_app(
     return app
 
 
+def enable_console_traces() -> None:
+    """Print every span to stdout (the application configures OpenTelemetry's SDK; the
+    library only uses the API). Needs ``pip install opentelemetry-sdk``."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(provider)
+
+
 def _app_from_env() -> FastAPI | None:
     key, campaign = os.environ.get("POSTMAN_API_KEY"), os.environ.get("POSTMAN_CAMPAIGN_ID")
+    if os.environ.get("POSTMAN_EXAMPLE_TRACES") == "console":
+        enable_console_traces()
     if key and campaign:
         return create_app(
             key,

@@ -35,6 +35,7 @@ class Intent:
 
     @classmethod
     def parse(cls, raw: str) -> Intent:
+        """Read an intent as stored (``epoch|at_ms|attempts|status``)."""
         epoch, at_ms, attempts, status = [*raw.split("|"), "", ""][:4]
         return cls(
             raw=raw,

@@ -97,10 +97,12 @@ class JobProgress:
 
     @property
     def pending(self) -> int:
+        """Distinct IDs without a result yet."""
         return self.distinct - self.done
 
     @property
     def chunks_pending(self) -> int:
+        """Chunks neither done nor held by a worker now."""
         return self.chunks - self.chunks_done - self.chunks_leased
 
     @property
@@ -113,6 +115,7 @@ class JobProgress:
         return self.pending * per_id / (self.rate * self.budget_share)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready progress (camelCase keys), as ``job status --format json`` prints it."""
         return {
             "jobId": self.job_id,
             "state": self.state,
@@ -135,6 +138,7 @@ class JobProgress:
 
     @property
     def state(self) -> str:
+        """``submitting``, ``running``, ``cancelling``, ``finished`` or ``cancelled``."""
         if self.finished:
             return "cancelled" if self.cancelled else "finished"
         if self.cancelled:
@@ -193,9 +197,11 @@ class JobStore:
         }
 
     def key(self, *parts: object) -> str:
+        """The Redis key of one part of this job (``key("c", 3, "res")``)."""
         return ":".join([self.prefix, *map(str, parts)])
 
     async def run(self, script: str, *args: str | int | float) -> Any:
+        """Run one of the journal's Lua scripts (:mod:`postman_async.jobs._lua`) on this job."""
         return await self._scripts[script](keys=[self.prefix], args=list(args))
 
     # -- creating and feeding -------------------------------------------------------------
@@ -215,6 +221,7 @@ class JobStore:
         return stored
 
     async def settings(self) -> JobSettings | None:
+        """The stored settings, or None for a job never created (or expired)."""
         raw = await self.redis.hgetall(self.key("meta"))
         meta = {k.decode(): v.decode() for k, v in raw.items()}
         if "chunks" not in meta:
@@ -231,6 +238,7 @@ class JobStore:
         )
 
     async def require_settings(self) -> JobSettings:
+        """The stored settings. Raises :class:`JobError` for an unknown job."""
         settings = await self.settings()
         if settings is None:
             raise JobError(f"no job {self.job_id!r} (never created, or expired)")
@@ -289,6 +297,8 @@ class JobStore:
     # -- reading --------------------------------------------------------------------------
 
     async def progress(self) -> JobProgress:
+        """The job's progress, from counters (O(1) in the number of IDs). Raises
+        :class:`JobError` for an unknown job."""
         settings = await self.require_settings()
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.key("count"))

@@ -114,3 +114,30 @@ async def test_queue_worker(make_sim) -> None:
         report = await worker
     assert len(report) == 30 and report.duplicates == 1
     assert all(sim.posts.retries[i] == 1 for i in ids)
+
+
+def test_console_traces_print_a_span_per_api_call(tmp_path: object) -> None:
+    """In its own process: tracer providers are process-wide."""
+    import subprocess
+    import sys
+
+    code = """
+import asyncio
+from examples.fastapi_app.app import enable_console_traces
+enable_console_traces()
+import postman_async as pa
+from postman_async.testing import PostmanSimulator
+async def main():
+    async with PostmanSimulator(rate_limit=1000) as sim:
+        async with pa.PostmanClient(sim.api_key, sim.campaign_id, base_url=sim.base_url,
+                                    rate_limit=1000) as client:
+            await client.send_message("6591234567", "english", {"body": "hi"})
+asyncio.run(main())
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"name": "postman.call"' in result.stdout
+    assert '"postman.endpoint": "/campaigns/{id}/messages"' in result.stdout
+    assert "6591234567" not in result.stdout

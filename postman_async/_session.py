@@ -269,6 +269,8 @@ class HttpSession:
         dropped the request). ``times``: when the token was asked for, and granted."""
         waited, started = times
         fields = {
+            "campaign": telemetry.campaign_of(request.path),
+            "message_id": telemetry.message_of(request.path),
             "endpoint": request.path,
             "method": request.method,
             "attempt": attempt,

@@ -45,7 +45,14 @@ def route(path: str) -> str:
 
 
 def campaign_of(path: str) -> str | None:
+    """The campaign ID in an API path."""
     match = re.match(r"/campaigns/([^/?]+)", path)
+    return match.group(1) if match else None
+
+
+def message_of(path: str) -> str | None:
+    """The message ID in an API path (None for sends and listings)."""
+    match = re.search(r"/messages/([^/?]+)", path)
     return match.group(1) if match else None
 
 

@@ -71,7 +71,8 @@ async def test_each_attempt_logs_structured_fields_and_no_recipient(
     fields = record.postman
     assert fields["method"] == "POST" and fields["status"] == 201 and fields["attempt"] == 1
     assert fields["endpoint"].endswith("/messages") and fields["latency_ms"] >= 0
-    assert "limiter_wait_ms" in fields
+    assert "limiter_wait_ms" in fields and fields["campaign"] == sim.campaign_id
+    assert fields["message_id"] is None  # a send's path names no message
     everything = " ".join(f"{r.getMessage()} {getattr(r, 'postman', '')}" for r in caplog.records)
     assert "6591234567" not in everything and "secret OTP" not in everything
     assert sent.id not in fields["endpoint"]  # a send's path names no message

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -28,6 +27,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from . import telemetry
+from ._transport import transient, transport_error
 from ._version import __version__
 from .errors import (
     APIError,
@@ -35,9 +35,7 @@ from .errors import (
     OutcomeUnknownError,
     PostmanConnectionError,
     PostmanError,
-    PostmanTimeoutError,
     RetryBudgetExhaustedError,
-    ServerError,
     TooManyRequestsError,
 )
 from .models import Priority
@@ -246,7 +244,7 @@ class HttpSession:
                 self.retry_budget.deposit()
                 return outcome
             error, certainly_dropped = outcome
-            retryable = certainly_dropped or (request.is_idempotent and _transient(error))
+            retryable = certainly_dropped or (request.is_idempotent and transient(error))
             if isinstance(error, TooManyRequestsError) and not policy.retry_on_429:
                 retryable = False
                 await self.limiter.penalize(
@@ -279,7 +277,7 @@ class HttpSession:
         try:
             status, headers, body = await self._perform(request, timeout)
         except (_NotSent, _MaybeSent) as exc:
-            error = _transport_error(exc.__cause__, request, self._base_url)
+            error = transport_error(exc.__cause__, request, self._base_url)
             fields.update(status=None, error=type(error).__name__)
             logger.debug(
                 "%s %s -> %s attempt=%d",
@@ -427,39 +425,3 @@ class HttpSession:
                 raise MalformedResponseError(f"response larger than {limit} bytes refused")
             chunks.append(chunk)
         return b"".join(chunks)
-
-
-def _transient(error: PostmanError) -> bool:
-    return isinstance(
-        error,
-        (
-            TooManyRequestsError,
-            ServerError,
-            PostmanConnectionError,
-            PostmanTimeoutError,
-            MalformedResponseError,
-        ),
-    )
-
-
-def _transport_error(cause: BaseException | None, request: Request, base_url: str) -> PostmanError:
-    """A typed error that names the request, the server (host and port) and the cause."""
-    where = f"{request.method} {request.path}"
-    url = URL(base_url)
-    server = f"{url.host}:{url.port}"
-    if isinstance(cause, asyncio.TimeoutError):
-        return PostmanTimeoutError(f"{where}: no answer from {server} in time (timed out)")
-    return PostmanConnectionError(f"{where}: connection to {server} failed: {_cause(cause)}")
-
-
-def _cause(cause: BaseException | None) -> str:
-    if isinstance(cause, aiohttp.ClientConnectorError):
-        error = cause.os_error
-        reason = os.strerror(error.errno) if error.errno else str(error)
-        return f"{reason} ({type(cause).__name__})"
-    if isinstance(cause, aiohttp.ServerDisconnectedError):
-        return "the server closed the connection (ServerDisconnectedError)"
-    if cause is None:
-        return "unknown cause"
-    text = str(cause)
-    return f"{text} ({type(cause).__name__})" if text else type(cause).__name__

@@ -317,10 +317,7 @@ class RedisRateLimiter:
         if priority == Priority.HIGH:
             while True:
                 _, wait, due = await self._reserve(bulk=False)
-                if wait > 0:
-                    await self._sleep(wait)
-                if self._sent_on_time(due, late):
-                    self.grants += 1
+                if await self._granted(wait, due, late):
                     return
                 late += 1
         if self._bulk_lock is None:
@@ -331,12 +328,18 @@ class RedisRateLimiter:
                 if not reserved:
                     await self._sleep(max(wait, 0.001))
                     continue
-                if wait > 0:
-                    await self._sleep(wait)
-                if self._sent_on_time(due, late):
-                    self.grants += 1
+                if await self._granted(wait, due, late):
                     return
                 late += 1
+
+    async def _granted(self, wait: float, due: float, late: int) -> bool:
+        """Sleep until the reserved slot; True if the call may go now (else it re-reserves)."""
+        if wait > 0:
+            await self._sleep(wait)
+        if self._sent_on_time(due, late):
+            self.grants += 1
+            return True
+        return False
 
     async def penalize(self, delay: float, *, retry_after: float | None = None) -> None:
         """A 429 seen by this process: pause every process of the campaign for ``delay`` s;

@@ -99,18 +99,12 @@ class WorkerContext:
     )
     slice_seconds: float = SLICE
     _clients: dict[tuple[str, str], PostmanClient] = attrs.field(factory=dict)
+    _pacers: dict[str, RedisRateLimiter] = attrs.field(factory=dict)
 
     async def run(self, job_id: str, chunk: int) -> ChunkStatus:
         store = JobStore(self.redis, job_id)
         settings = await store.require_settings()
         client = self._client(settings)
-        pacer = None
-        if settings.budget_share < 1:
-            pacer = _limiter(
-                self.redis,
-                f"{settings.campaign_id}.job.{job_id}",
-                settings.rate * settings.budget_share,
-            )
         return await run_chunk(
             store,
             client,
@@ -119,8 +113,21 @@ class WorkerContext:
             settings=settings,
             max_seconds=self.slice_seconds,
             hooks=self.hooks,
-            pacer=pacer,
+            pacer=self._pacer(job_id, settings),
         )
+
+    def _pacer(self, job_id: str, settings: JobSettings) -> RedisRateLimiter | None:
+        """The job's share of the campaign's rate, shared by its workers; one per job in
+        this process, so what its margin learned outlives a slice."""
+        if settings.budget_share >= 1:
+            return None
+        pacer = self._pacers.get(job_id)
+        if pacer is None:
+            key = f"{settings.campaign_id}.job.{job_id}"
+            pacer = self._pacers[job_id] = _limiter(
+                self.redis, key, settings.rate * settings.budget_share
+            )
+        return pacer
 
     def _client(self, settings: JobSettings) -> PostmanClient:
         key = (settings.base_url, settings.campaign_id)

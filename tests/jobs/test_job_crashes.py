@@ -237,6 +237,20 @@ async def test_server_errors_on_posts_and_reads_never_double_a_post(
     assert all(r["outcome"] == "retried" for r in results.values())
 
 
+@pytest.mark.simulator(messages=20)
+async def test_a_budget_share_paces_the_job_through_its_own_shared_limiter(
+    redis: aioredis.Redis, simulator: Sim, workers: Workers
+) -> None:
+    workers.start()
+    store = await run_job(redis, simulator, "share", simulator.ids, rate=20.0, budget_share=0.5)
+    await wait_finished(store)
+    assert_against_ground_truth(
+        await results_by_id(store), set(simulator.ids), await simulator.stats()
+    )
+    share_key = f"postman_async:{{{simulator.campaign_id}.job.share}}:tat"
+    assert await redis.exists(share_key)  # the job's 10/s share, in Redis for every worker
+
+
 async def test_supervisor_rekicks_only_what_stalled(redis: aioredis.Redis, simulator: Sim) -> None:
     kicked: list[int] = []
 

@@ -102,14 +102,40 @@ _before_post: contextvars.ContextVar[Callable[[], Awaitable[None]] | None] = con
 )
 
 
+#: Called as a POST's headers are about to be written, after its connection was obtained:
+#: raising stops the POST there (a retry job's "only within the window of the intent").
+_post_gate: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "postman_async_post_gate", default=None
+)
+
+
 @contextlib.contextmanager
-def before_each_post(hook: Callable[[], Awaitable[None]]) -> Iterator[None]:
-    """Await ``hook`` before every POST attempt made in this context (see ``_before_post``)."""
-    token = _before_post.set(hook)
+def before_each_post(
+    hook: Callable[[], Awaitable[None]], gate: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """Await ``hook`` before every POST attempt made in this context (see ``_before_post``),
+    and call ``gate`` at the last moment before each one is written (see ``_post_gate``;
+    only on sessions this SDK creates, which carry the trace hook)."""
+    token, gate_token = _before_post.set(hook), _post_gate.set(gate)
     try:
         yield
     finally:
+        _post_gate.reset(gate_token)
         _before_post.reset(token)
+
+
+async def _run_post_gate(session: Any, context: Any, params: Any) -> None:
+    """aiohttp's ``on_request_headers_sent``: runs before the headers are written."""
+    request_ctx = context.trace_request_ctx
+    gate = request_ctx.get("postman_gate") if isinstance(request_ctx, dict) else None
+    if gate is not None:
+        gate()
+
+
+def _gate_trace() -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(_run_post_gate)
+    return trace
 
 
 def shared_retry_budget(key: str) -> RetryBudget:
@@ -179,6 +205,7 @@ class HttpSession:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=100),
                 timeout=self._timeout,
+                trace_configs=[_gate_trace()],
             )
         return self._session
 
@@ -387,6 +414,8 @@ class HttpSession:
             "allow_redirects": False,
             "timeout": self._timeout if timeout is None else aiohttp.ClientTimeout(total=timeout),
         }
+        if not request.is_idempotent and (gate := _post_gate.get()) is not None:
+            kwargs["trace_request_ctx"] = {"postman_gate": gate}
         if request.json_body is not None:
             kwargs["json"] = request.json_body
         elif request.csv_file is not None:

@@ -70,11 +70,12 @@ class _Cancelled(Exception):
 @attrs.frozen
 class JobHooks:
     """Fault-injection points (tests, chaos drills), called with the message ID: after its
-    token and before its intent, right after the intent is durable, and right before its
-    result is written."""
+    token and before its intent, right after the intent is durable, as its POST is about to
+    be written (connection in hand), and right before its result is written."""
 
     before_intent: Callable[[str], None] | None = None
     after_intent: Callable[[str], None] | None = None
+    before_post: Callable[[str], None] | None = None
     before_result: Callable[[str], None] | None = None
 
 
@@ -219,12 +220,20 @@ class _ChunkRun:
                 return
             known = _known(message_id, base)
             written: list[str] = []
+            intent_started = [0.0]
 
             async def write_intent() -> None:
-                written.append(await self._write_intent(message_id, base))
+                raw, intent_started[0] = await self._write_intent(message_id, base)
+                written.append(raw)
+
+            def gate() -> None:  # the last moment before the POST's bytes go out
+                if self.hooks.before_post is not None:
+                    self.hooks.before_post(message_id)
+                if not self._within_window(intent_started[0]):
+                    raise _Skip
 
             try:
-                with before_each_post(write_intent):
+                with before_each_post(write_intent, gate):
                     result = await retry_one(self.ex, message_id, message_id, known)
             except _Skip:
                 return
@@ -241,7 +250,8 @@ class _ChunkRun:
         tries = await self.store.redis.hincrby(self.store.key("c", self.chunk, "tries"), message_id)
         return int(tries) < TRANSIENT_TRIES
 
-    async def _write_intent(self, message_id: str, base: str) -> str:
+    async def _write_intent(self, message_id: str, base: str) -> tuple[str, float]:
+        """Write the fenced intent; returns it and when its write began (the window's start)."""
         if self.hooks.before_intent is not None:
             self.hooks.before_intent(message_id)
         started = time.monotonic()
@@ -259,7 +269,7 @@ class _ChunkRun:
             # Too late to POST under this intent (a stalled process): leave it for the
             # reconcile path, which waits out the window and reads before any re-send.
             raise _Skip
-        return f"{self.lease.epoch}|{at}|{base}"
+        return f"{self.lease.epoch}|{at}|{base}", started
 
     def _within_window(self, started: float) -> bool:
         """Whether a POST may still go out under the intent written at ``started``."""

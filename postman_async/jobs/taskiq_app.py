@@ -8,9 +8,9 @@ Settings come from the environment, so every worker host is configured the same 
 - ``POSTMAN_API_KEY`` or ``POSTMAN_API_KEY_FILE``: the campaign's key (never stored in Redis);
 - ``POSTMAN_ASYNC_FAILPOINTS``: fault injection for drills and tests only, e.g.
   ``after_intent=message_1`` SIGKILLs the worker right after that ID's intent is durable
-  (``before_intent=...``: after its token, before the intent; ``before_result=...``: after
-  its POST was answered, before its result is written); ``...=message_1@stop`` SIGSTOPs it
-  there instead.
+  (``before_intent=...``: after its token, before the intent; ``before_post=...``: as its
+  POST is about to be written; ``before_result=...``: after its POST was answered, before
+  its result is written); ``...=message_1@stop`` SIGSTOPs it there instead.
 
 taskiq-redis facts this relies on (see the README): the stream broker acks after the task
 returns, so a killed worker's task is redelivered (after ``idle_timeout``, and only while
@@ -186,8 +186,8 @@ def api_key_from_env() -> str:
 
 
 def failpoints(spec: str) -> JobHooks:
-    """``before_intent=ID,after_intent=ID,before_result=ID``: SIGKILL this process at that
-    point for that message (``ID@stop``: SIGSTOP it, once)."""
+    """``before_intent=ID,after_intent=ID,before_post=ID,before_result=ID``: SIGKILL this
+    process at that point for that message (``ID@stop``: SIGSTOP it, once)."""
     points = dict(part.split("=", 1) for part in spec.split(",") if "=" in part)
 
     def killer(point: str) -> Callable[[str], None] | None:
@@ -206,5 +206,6 @@ def failpoints(spec: str) -> JobHooks:
     return JobHooks(
         before_intent=killer("before_intent"),
         after_intent=killer("after_intent"),
+        before_post=killer("before_post"),
         before_result=killer("before_result"),
     )

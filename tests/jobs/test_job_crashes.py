@@ -76,7 +76,7 @@ async def test_sigkill_around_the_post_sends_no_second_post(
         assert "not re-sent" in results[victim]["detail"]
 
 
-@pytest.mark.parametrize("point", ["before_intent", "after_intent"])
+@pytest.mark.parametrize("point", ["before_intent", "after_intent", "before_post"])
 async def test_a_stopped_worker_resumed_after_its_lease_moved_on_is_fenced_out(
     redis: aioredis.Redis, simulator: Sim, workers: Workers, point: str
 ) -> None:

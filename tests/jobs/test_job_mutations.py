@@ -22,7 +22,8 @@ async def test_without_reconcile_a_killed_workers_post_is_sent_twice(
 
 
 @pytest.mark.parametrize(
-    ("point", "mutation"), [("before_intent", "no_fencing"), ("after_intent", "no_window")]
+    ("point", "mutation"),
+    [("before_intent", "no_fencing"), ("after_intent", "no_window"), ("before_post", "no_window")],
 )
 async def test_without_fencing_or_window_a_resumed_worker_posts_again(
     redis: aioredis.Redis, simulator: Sim, workers: Workers, point: str, mutation: str

@@ -18,7 +18,7 @@ import contextvars
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -27,6 +27,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from . import telemetry
+from ._post_hooks import gate_trace, post_gate, post_hook
 from ._transport import transient, transport_error
 from ._version import __version__
 from .errors import (
@@ -95,49 +96,6 @@ def count_calls() -> Iterator[list[int]]:
         _call_counters.reset(token)
 
 
-#: Awaited after a POST's token is granted and before the POST is written (each attempt): a
-#: retry job writes its durable intent here, and raising stops the POST from going out.
-_before_post: contextvars.ContextVar[Callable[[], Awaitable[None]] | None] = contextvars.ContextVar(
-    "postman_async_before_post", default=None
-)
-
-
-#: Called as a POST's headers are about to be written, after its connection was obtained:
-#: raising stops the POST there (a retry job's "only within the window of the intent").
-_post_gate: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
-    "postman_async_post_gate", default=None
-)
-
-
-@contextlib.contextmanager
-def before_each_post(
-    hook: Callable[[], Awaitable[None]], gate: Callable[[], None] | None = None
-) -> Iterator[None]:
-    """Await ``hook`` before every POST attempt made in this context (see ``_before_post``),
-    and call ``gate`` at the last moment before each one is written (see ``_post_gate``;
-    only on sessions this SDK creates, which carry the trace hook)."""
-    token, gate_token = _before_post.set(hook), _post_gate.set(gate)
-    try:
-        yield
-    finally:
-        _post_gate.reset(gate_token)
-        _before_post.reset(token)
-
-
-async def _run_post_gate(session: Any, context: Any, params: Any) -> None:
-    """aiohttp's ``on_request_headers_sent``: runs before the headers are written."""
-    request_ctx = context.trace_request_ctx
-    gate = request_ctx.get("postman_gate") if isinstance(request_ctx, dict) else None
-    if gate is not None:
-        gate()
-
-
-def _gate_trace() -> aiohttp.TraceConfig:
-    trace = aiohttp.TraceConfig()
-    trace.on_request_headers_sent.append(_run_post_gate)
-    return trace
-
-
 def shared_retry_budget(key: str) -> RetryBudget:
     """The process-wide retry budget of a campaign."""
     budget = _budgets.get(key)
@@ -152,6 +110,19 @@ class _NotSent(Exception):
 
 class _MaybeSent(Exception):
     """The request may have reached the server."""
+
+
+def _log_fields(request: Request, attempt: int, limiter_wait: float) -> dict[str, Any]:
+    """An attempt's structured log fields (``record.postman``): IDs from the path, never a
+    recipient, body or key."""
+    return {
+        "campaign": telemetry.campaign_of(request.path),
+        "message_id": telemetry.message_of(request.path),
+        "endpoint": request.path,
+        "method": request.method,
+        "attempt": attempt,
+        "limiter_wait_ms": round(limiter_wait * 1000, 1),
+    }
 
 
 class HttpSession:
@@ -205,7 +176,7 @@ class HttpSession:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=100),
                 timeout=self._timeout,
-                trace_configs=[_gate_trace()],
+                trace_configs=[gate_trace()],
             )
         return self._session
 
@@ -259,7 +230,7 @@ class HttpSession:
             attempt = attempts[0] = attempt + 1
             waited = self._clock()
             await self.limiter.acquire(priority)
-            if not request.is_idempotent and (hook := _before_post.get()) is not None:
+            if not request.is_idempotent and (hook := post_hook()) is not None:
                 await hook()
             started = self._clock()
             telemetry.add("wait", (started - waited) * 1000, **lane)
@@ -293,25 +264,17 @@ class HttpSession:
         """One HTTP attempt: the response, or (the error, whether the server certainly
         dropped the request). ``times``: when the token was asked for, and granted."""
         waited, started = times
-        fields = {
-            "campaign": telemetry.campaign_of(request.path),
-            "message_id": telemetry.message_of(request.path),
-            "endpoint": request.path,
-            "method": request.method,
-            "attempt": attempt,
-            "limiter_wait_ms": round((started - waited) * 1000, 1),
-        }
+        fields = _log_fields(request, attempt, started - waited)
         try:
             status, headers, body = await self._perform(request, timeout)
         except (_NotSent, _MaybeSent) as exc:
             error = transport_error(exc.__cause__, request, self._base_url)
             fields.update(status=None, error=type(error).__name__)
             logger.debug(
-                "%s %s -> %s attempt=%d",
+                "%s %s -> %s",
                 request.method,
                 request.path,
-                type(error).__name__,
-                attempt,
+                fields["error"],
                 extra={"postman": fields},
             )
             return error, isinstance(exc, _NotSent)
@@ -319,24 +282,17 @@ class HttpSession:
         if self._observe is not None:  # the round trips' spread teaches the limiter's margin
             self._observe(latency)
         fields.update(status=status, latency_ms=round(latency * 1000, 1))
+        failed = None
         if not 200 <= status < 300:
-            error = error_from_response(
+            failed = error_from_response(
                 status, headers, body, method=request.method, path=request.path
             )
-            fields["error_id"] = getattr(error, "error_id", None)
-        logger.debug(
-            "%s %s -> %d attempt=%d latency=%.1fms",
-            request.method,
-            request.path,
-            status,
-            attempt,
-            latency * 1000,
-            extra={"postman": fields},
-        )
-        if not 200 <= status < 300:
+            fields["error_id"] = getattr(failed, "error_id", None)
+        logger.debug("%s %s -> %d", request.method, request.path, status, extra={"postman": fields})
+        if failed is not None:
             if status == 429:
                 telemetry.add("throttled", 1, **{"postman.endpoint": telemetry.route(request.path)})
-            return error, status == 429
+            return failed, status == 429
         try:
             value = decode(body) if decode is not None else None
         except MalformedResponseError as exc:
@@ -414,7 +370,7 @@ class HttpSession:
             "allow_redirects": False,
             "timeout": self._timeout if timeout is None else aiohttp.ClientTimeout(total=timeout),
         }
-        if not request.is_idempotent and (gate := _post_gate.get()) is not None:
+        if not request.is_idempotent and (gate := post_gate()) is not None:
             kwargs["trace_request_ctx"] = {"postman_gate": gate}
         if request.json_body is not None:
             kwargs["json"] = request.json_body

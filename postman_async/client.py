@@ -6,17 +6,17 @@ import asyncio
 import copy
 import functools
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import attrs
 
 from . import telemetry
+from ._csv_input import CsvSource, read_csv
 from ._session import DEFAULT_MAX_RESPONSE_BYTES, HttpSession, RawResponse, shared_retry_budget
 from .converter import decode
 from .errors import MalformedResponseError, OutcomeUnknownError, PostmanError, ValidationError
@@ -37,15 +37,13 @@ from .protocol import (
 )
 from .ratelimit import Clock, Limiter, Sleep, shared_limiter
 from .rules import AttemptCap
-from .validation import rows_to_csv, validate_api_key, validate_base_url, validate_csv, validate_id
+from .validation import validate_api_key, validate_base_url, validate_id
 
 logger = logging.getLogger("postman_async")
 T = TypeVar("T")
 
 PRODUCTION_URL = "https://postman.gov.sg/api/v2"
 TEST_URL = "https://test.postman.gov.sg/api/v2"
-
-CsvSource = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes] | IO[str]
 
 
 def default_base_url(api_key: str) -> str:
@@ -365,7 +363,7 @@ class PostmanClient:
         CSV ``bytes``/``str`` content, a path (``os.PathLike``) or an open file. The CSV is
         checked as the API would before it is sent.
         """
-        csv_bytes = await _csv_bytes(rows_or_csv)
+        csv_bytes = await read_csv(rows_or_csv)
         if not filename.endswith(".csv") or any(c in filename for c in '/\\"\r\n'):
             raise ValidationError("filename", "must be a plain name ending in .csv")
         request = send_batch_request(self.campaign_id, csv_bytes, filename)
@@ -423,27 +421,3 @@ class PostmanClient:
             return page
 
         return MessagePages(fetch)
-
-
-async def _csv_bytes(source: Any) -> bytes:
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return validate_csv(bytes(source))
-    if isinstance(source, str):
-        return validate_csv(source.encode("utf-8"))
-    if isinstance(source, os.PathLike):
-        try:
-            data = await asyncio.to_thread(_read_file, os.fspath(source))
-        except OSError as exc:
-            raise ValidationError("csv", f"cannot read {os.fspath(source)!r}: {exc}") from exc
-        return validate_csv(data)
-    if hasattr(source, "read"):
-        content = source.read()
-        return validate_csv(content.encode("utf-8") if isinstance(content, str) else content)
-    if isinstance(source, Iterable):
-        return rows_to_csv(source)
-    raise ValidationError("rows_or_csv", f"cannot make a CSV from {type(source).__name__}")
-
-
-def _read_file(path: str) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read()

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from .._console import Output
@@ -104,23 +105,14 @@ async def cmd_send(args: argparse.Namespace, out: Output) -> int:
 
 
 async def cmd_send_batch(args: argparse.Namespace, out: Output) -> int:
-    try:
-        content = await asyncio.to_thread(_read_bytes, args.csv_file)
-    except OSError as exc:
-        raise CliError(f"cannot read {args.csv_file}: {exc.strerror}") from exc
-    async with client(args) as api:
-        result = await api.send_batch(content, filename=_csv_name(args.csv_file))
+    async with client(args) as api:  # the CSV is read and checked before anything is sent
+        result = await api.send_batch(Path(args.csv_file), filename=_csv_name(args.csv_file))
     if out.for_scripts:
         out.json(encode(result))
     else:
         out.plain(result.batch_id)  # alone on stdout: BATCH=$(postman-async send-batch f.csv)
         print(f"batch {result.batch_id} created from {args.csv_file}", file=sys.stderr)
     return 0
-
-
-def _read_bytes(path: str) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read()
 
 
 def _csv_name(path: str) -> str:

@@ -15,7 +15,7 @@ from .._console import Output
 from ..client import default_base_url
 from ..models import MessageStatus
 from ..reports import MessageState
-from ._common import lines_of
+from ._common import counts_text, lines_of
 from ._exit import EXIT_NETWORK, CliError
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -163,7 +163,7 @@ def _show(out: Output, data: dict[str, Any]) -> None:
         out.json(data)
         return
     chunks = data["chunks"]
-    counts = ", ".join(f"{k} {v}" for k, v in data["counts"].items()) or "none yet"
+    counts = counts_text(data["counts"]) if data["counts"] else "none yet"
     eta = data["etaSeconds"]
     out.line(
         f"job {data['jobId']}: {data['state']}; {data['done']} of {data['distinct']} IDs done "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from collections.abc import Callable
 from typing import NoReturn
 
 from .._version import __version__
@@ -92,86 +93,27 @@ def build() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"postman-async {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common, api = _shared()
-
-    def command(
-        name: str, help_: str, parents: list[Parser], example: str
-    ) -> argparse.ArgumentParser:
-        return sub.add_parser(
+    shared = {"api": [api], "output": [common], "none": []}
+    for name, help_, options, example, add_arguments in COMMANDS:
+        command = sub.add_parser(
             name,
-            parents=parents,
+            parents=shared[options],
             help=help_,
             description=help_,
             epilog=f"example:\n  {example}\n\n{ENVIRONMENT_HELP}\n\n{EXIT_CODES_HELP}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-
-    _demo(
-        command(
-            "demo",
-            "run the whole flow against the bundled simulator",
-            [common],
-            "postman-async demo --messages 50",
-        )
-    )
-    _send(
-        command("send", "send one SMS", [api], "postman-async send 6591234567 --value body=Hello")
-    )
-    batch = command(
-        "send-batch",
-        "send a batch from a CSV file (a recipient column and one column per template value)",
-        [api],
-        "postman-async send-batch recipients.csv",
-    )
-    batch.add_argument("csv_file", help="the CSV file (checked before it is sent)")
-    status = command(
-        "status",
-        "show messages and their attempts",
-        [api],
-        "postman-async status MESSAGE_ID MESSAGE_ID",
-    )
-    status.add_argument("message_ids", nargs="+", metavar="MESSAGE_ID")
-    _list(
-        command(
-            "list",
-            "list campaign or batch messages, newest first",
-            [api],
-            "postman-async list --status failure -q",
-        )
-    )
-    _retry(
-        command(
-            "retry",
-            "retry failed messages (one POST each, never twice)",
-            [api],
-            "postman-async retry --ids-file failed.txt --resume left.txt",
-        )
-    )
-    _retry_batch(
-        command(
-            "retry-batch",
-            "retry a batch's failed messages in one call",
-            [api],
-            "postman-async retry-batch BATCH_ID --dry-run",
-        )
-    )
-    _settle(
-        command(
-            "settle",
-            "retry until every message is delivered or failed for good",
-            [api],
-            "postman-async settle --batch BATCH_ID --report settle.json",
-        )
-    )
-    _simulator(
-        command(
-            "simulator",
-            "run the Postman v2 simulator standalone",
-            [],
-            "postman-async simulator --port 8080 --failed-messages 100 --ids-out ids.txt",
-        )
-    )
+        add_arguments(command)
     add_job_parser(sub, api, common)
     return parser
+
+
+def _send_batch(batch: argparse.ArgumentParser) -> None:
+    batch.add_argument("csv_file", help="the CSV file (checked before it is sent)")
+
+
+def _status(status: argparse.ArgumentParser) -> None:
+    status.add_argument("message_ids", nargs="+", metavar="MESSAGE_ID")
 
 
 def _shared() -> tuple[Parser, Parser]:
@@ -338,3 +280,65 @@ def _simulator(sim: argparse.ArgumentParser) -> None:
         help="pre-create this many failed messages (to try retries on)",
     )
     sim.add_argument("--ids-out", type=_writable, default=None, help="write their IDs to this file")
+
+
+#: (name, help, shared options: "api" / "output" / "none", example, its own arguments)
+COMMANDS: list[tuple[str, str, str, str, Callable[[argparse.ArgumentParser], None]]] = [
+    (
+        "demo",
+        "run the whole flow against the bundled simulator",
+        "output",
+        "postman-async demo --messages 50",
+        _demo,
+    ),
+    ("send", "send one SMS", "api", "postman-async send 6591234567 --value body=Hello", _send),
+    (
+        "send-batch",
+        "send a batch from a CSV file (a recipient column and one column per template value)",
+        "api",
+        "postman-async send-batch recipients.csv",
+        _send_batch,
+    ),
+    (
+        "status",
+        "show messages and their attempts",
+        "api",
+        "postman-async status MESSAGE_ID MESSAGE_ID",
+        _status,
+    ),
+    (
+        "list",
+        "list campaign or batch messages, newest first",
+        "api",
+        "postman-async list --status failure -q",
+        _list,
+    ),
+    (
+        "retry",
+        "retry failed messages (one POST each, never twice)",
+        "api",
+        "postman-async retry --ids-file failed.txt --resume left.txt",
+        _retry,
+    ),
+    (
+        "retry-batch",
+        "retry a batch's failed messages in one call",
+        "api",
+        "postman-async retry-batch BATCH_ID --dry-run",
+        _retry_batch,
+    ),
+    (
+        "settle",
+        "retry until every message is delivered or failed for good",
+        "api",
+        "postman-async settle --batch BATCH_ID --report settle.json",
+        _settle,
+    ),
+    (
+        "simulator",
+        "run the Postman v2 simulator standalone",
+        "none",
+        "postman-async simulator --port 8080 --failed-messages 100 --ids-out ids.txt",
+        _simulator,
+    ),
+]

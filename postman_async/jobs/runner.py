@@ -22,7 +22,8 @@ import attrs
 from .. import telemetry
 from .._executor import FATAL_ERRORS, Executor
 from .._fanout import retry_one
-from .._session import before_each_post, count_calls
+from .._post_hooks import before_each_post
+from .._session import count_calls
 from ..client import PostmanClient
 from ..errors import NotFoundError, PostmanError
 from ..models import MessageStatus, Priority

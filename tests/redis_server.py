@@ -4,6 +4,7 @@ temporary folder, as the job journal requires (and restartable with its data).""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -52,9 +53,13 @@ class RedisServer:
             proc.terminate()
             proc.wait(timeout=10)
 
-    def restart(self) -> None:
-        """Stop and start again on the same port (a durable one keeps its data)."""
+    def restart(self, *, lose_data: bool = False) -> None:
+        """Stop and start again on the same port (a durable one keeps its data, unless
+        ``lose_data``: as a restart without AOF would)."""
         self.stop()
+        if lose_data:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            os.makedirs(self.dir)
         self.start()
 
     def remove(self) -> None:

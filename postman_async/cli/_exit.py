@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .. import errors
+from .._redact import redact_text
 
 EXIT_OK = 0
 EXIT_OTHER = 1  # another API error (5xx, an answer that could not be read)
@@ -13,6 +14,7 @@ EXIT_NOT_FIRED = 5  # retry-batch did not fire
 EXIT_NOT_FOUND = 6  # nothing asked for exists
 EXIT_PARTIAL = 7  # some of what was asked was done, some not (see the report)
 EXIT_NETWORK = 8  # the server could not be reached (connection, DNS, timeout)
+EXIT_LOST = 9  # a job's data was lost by Redis (check persistence: AOF, noeviction)
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM, after printing (and saving) what was done
 
 EXIT_CODES_HELP = """exit codes:
@@ -25,6 +27,7 @@ EXIT_CODES_HELP = """exit codes:
   6    nothing found: no message or batch asked for exists
   7    partial: some of it was done, some not (the summary and --report say which)
   8    network: the server could not be reached (connection refused, DNS, timeout)
+  9    job lost: Redis lost the job's data (check AOF and noeviction; submit it again)
   130  interrupted (Ctrl-C or SIGTERM), after printing what was done"""
 
 
@@ -63,8 +66,9 @@ def exit_code(exc: BaseException) -> int:
 
 
 def describe(exc: BaseException) -> str:
-    """The error's message, with a hint where the answer allows one."""
-    text = str(exc)
+    """The error's message, with a hint where the answer allows one, and any URL credential
+    in it masked (``redis://:***@host``)."""
+    text = redact_text(str(exc))
     if isinstance(exc, errors.AuthenticationError):
         text += (
             " (check POSTMAN_API_KEY; if the key is right, check that --campaign is the campaign "

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .._console import Output
-from ..client import default_base_url
+from .._redact import redact_text, redact_url
 from ..models import MessageStatus
 from ..reports import MessageState
 from ._common import counts_text, lines_of
-from ._exit import EXIT_NETWORK, CliError
+from ._exit import EXIT_AUTH, EXIT_LOST, EXIT_NETWORK, CliError
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -25,7 +25,10 @@ class JobCliError(CliError):
     """A job command cannot go on: bad input (exit 2) or Redis unreachable (exit 8)."""
 
 
-def add_job_parser(sub: Any, api: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+def add_job_parser(
+    sub: Any, common: argparse.ArgumentParser, number: Callable[[str], float]
+) -> None:
+    """The ``job`` command and its actions (``number``: the CLI's positive-number type)."""
     job = sub.add_parser("job", help="crash-safe retry jobs run by worker processes (Redis)")
     actions = job.add_subparsers(dest="job_command", required=True)
     where = argparse.ArgumentParser(add_help=False)
@@ -36,13 +39,31 @@ def add_job_parser(sub: Any, api: argparse.ArgumentParser, common: argparse.Argu
     )
     submit = actions.add_parser(
         "submit",
-        parents=[api, where],
+        parents=[common, where],
         help="stream IDs into a job and start it",
         description="Lines are 'ID' or 'ID,ATTEMPTS' (the attempt count last read, which "
         "makes recovery after a worker crash exact). Re-running the same submit after a "
-        "crash continues where it stopped.",
+        "crash continues where it stopped. The job names its campaign only: each worker "
+        "sends with its own key and base URL for it, and refuses a campaign it does not "
+        "serve. The job's rate and HTTP timeout are set here (workers have no rate option). "
+        "Submitting a job again after Redis lost it starts it anew, reading each ID before "
+        "any POST.",
     )
     submit.add_argument("job_id")
+    submit.add_argument(
+        "--campaign",
+        default=os.environ.get("POSTMAN_CAMPAIGN_ID"),
+        help="campaign id (default: $POSTMAN_CAMPAIGN_ID)",
+    )
+    submit.add_argument(
+        "--rate-limit", type=number, default=10.0, help="the campaign's calls/s (default 10)"
+    )
+    submit.add_argument(
+        "--timeout",
+        type=number,
+        default=30.0,
+        help="seconds per HTTP call; a crashed worker's chunk is taken over after 2 s plus this",
+    )
     submit.add_argument("--ids-file", required=True, help="file of IDs ('-' for stdin)")
     submit.add_argument("--chunks", type=int, default=64, help="units of work (default 64)")
     submit.add_argument(
@@ -69,10 +90,22 @@ def add_job_parser(sub: Any, api: argparse.ArgumentParser, common: argparse.Argu
     cancel = actions.add_parser("cancel", parents=[common, where], help="stop a job")
     cancel.add_argument("job_id")
     worker = actions.add_parser(
-        "worker", parents=[where], help="run a worker (reads POSTMAN_API_KEY or ..._FILE)"
+        "worker",
+        parents=[where],
+        help="run a worker for the campaigns of its own configuration",
+        description="Serves the campaigns of its own configuration only: --campaigns-file "
+        '(or $POSTMAN_ASYNC_CAMPAIGNS_FILE), JSON {"campaigns": [{"campaign_id": ..., '
+        '"api_key_file": ..., "base_url": ...}]}, or one campaign from '
+        "$POSTMAN_CAMPAIGN_ID, $POSTMAN_API_KEY (or $POSTMAN_API_KEY_FILE) and "
+        "$POSTMAN_BASE_URL. A job for any other campaign or base URL is refused.",
     )
     worker.add_argument("--concurrency", type=int, default=16, help="chunks run at once")
     worker.add_argument("--supervise-every", type=float, default=5.0, metavar="SECONDS")
+    worker.add_argument(
+        "--campaigns-file",
+        default=os.environ.get("POSTMAN_ASYNC_CAMPAIGNS_FILE"),
+        help="JSON file of the campaigns served (default: $POSTMAN_ASYNC_CAMPAIGNS_FILE)",
+    )
 
 
 async def cmd_job(args: argparse.Namespace, out: Output) -> int:
@@ -80,7 +113,7 @@ async def cmd_job(args: argparse.Namespace, out: Output) -> int:
         import redis.asyncio as aioredis
         from redis.exceptions import RedisError
 
-        from ..jobs import JobError, JobStore, taskiq_app
+        from ..jobs import JobError, JobLostError, JobStore, taskiq_app
     except ImportError as exc:
         raise JobCliError(str(exc)) from exc
     taskiq_app.configure(args.redis)
@@ -89,10 +122,13 @@ async def cmd_job(args: argparse.Namespace, out: Output) -> int:
         store = JobStore(redis, args.job_id)
         handler = {"submit": _submit, "status": _status, "report": _report, "cancel": _cancel}
         return await handler[args.job_command](args, store, out)
+    except JobLostError as exc:
+        raise JobCliError(str(exc), code=EXIT_LOST) from exc
     except JobError as exc:
         raise JobCliError(str(exc)) from exc
     except RedisError as exc:
-        raise JobCliError(f"Redis at {args.redis}: {exc}", code=EXIT_NETWORK) from exc
+        where = redact_url(args.redis)
+        raise JobCliError(f"Redis at {where}: {redact_text(str(exc))}", code=EXIT_NETWORK) from exc
     finally:
         await redis.aclose()
         await taskiq_app.broker.connection_pool.disconnect()
@@ -105,20 +141,16 @@ def run_worker(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise JobCliError(str(exc)) from exc
     taskiq_app.configure(args.redis)
-    return worker.run(args.concurrency, args.supervise_every)
+    return worker.run(args.concurrency, args.supervise_every, args.campaigns_file)
 
 
 async def _submit(args: argparse.Namespace, store: Any, out: Output) -> int:
     from ..jobs import JobSettings, submit_job
 
-    key = os.environ.get("POSTMAN_API_KEY", "")
     if not args.campaign:
         raise JobCliError("give --campaign or set POSTMAN_CAMPAIGN_ID")
-    if not args.base_url and not key:
-        raise JobCliError("give --base-url (or set POSTMAN_API_KEY, whose prefix names it)")
     settings = JobSettings(
         campaign_id=args.campaign,
-        base_url=args.base_url or default_base_url(key),
         chunks=args.chunks,
         rate=args.rate_limit,
         budget_share=args.budget_share,
@@ -130,8 +162,9 @@ async def _submit(args: argparse.Namespace, store: Any, out: Output) -> int:
 
 
 async def _status(args: argparse.Namespace, store: Any, out: Output) -> int:
-    _show(out, (await store.progress()).to_dict())
-    return 0
+    progress = await store.progress()
+    _show(out, progress.to_dict())
+    return EXIT_AUTH if progress.state == "refused" else 0
 
 
 async def _report(args: argparse.Namespace, store: Any, out: Output) -> int:
@@ -152,7 +185,12 @@ async def _report(args: argparse.Namespace, store: Any, out: Output) -> int:
 
 
 async def _cancel(args: argparse.Namespace, store: Any, out: Output) -> int:
-    await store.require_settings()
+    before = await store.progress()
+    if before.finished:
+        if not out.as_json:
+            out.line(f"job {store.job_id} had already {before.state}; nothing to cancel")
+        _show(out, before.to_dict())
+        return 0
     await store.cancel()
     _show(out, (await store.progress()).to_dict())
     return 0
@@ -171,6 +209,8 @@ def _show(out: Output, data: dict[str, Any]) -> None:
         f"{chunks['done']} done, {chunks['leased']} running, {chunks['pending']} waiting"
         + ("" if eta is None else f"; about {_duration(eta)} left at the campaign's rate")
     )
+    for worker, reason in sorted(data.get("refusals", {}).items()):
+        out.line(f"refused by worker {worker}: {reason}")
 
 
 def _duration(seconds: float) -> str:

@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import stat
 from collections.abc import Callable
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
+from .._redact import redact_text
 from .._version import __version__
 from ._exit import EXIT_CODES_HELP
 from ._jobs import add_job_parser
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 ENVIRONMENT_HELP = """environment:
   POSTMAN_API_KEY        the campaign's API key (or --api-key-file; never put a key in argv)
@@ -69,14 +74,32 @@ def _writable(path: str) -> str:
         raise argparse.ArgumentTypeError(f"{path}: the folder {folder} does not exist")
     if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
         raise argparse.ArgumentTypeError(f"{path}: not writable")
+    if _owned_by_another(path):
+        raise argparse.ArgumentTypeError(
+            f"{path}: belongs to another user, so it cannot be made private (mode 0600)"
+        )
     return path
 
 
+def _owned_by_another(path: str) -> bool:
+    """A regular file that this process could not make 0600 (see ``_files.open_private``)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and os.geteuid() not in (0, info.st_uid)
+
+
 class Parser(argparse.ArgumentParser):
-    """Usage errors in one line, exit code 2 (bad input)."""
+    """Usage errors in one line, exit code 2 (bad input). Whatever it prints (usage, help with
+    defaults taken from the environment, errors quoting an argument) has URL credentials
+    masked."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        super()._print_message(redact_text(message), file)
 
 
 positive = _number(0, strict=True)
@@ -104,7 +127,7 @@ def build() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         add_arguments(command)
-    add_job_parser(sub, api, common)
+    add_job_parser(sub, common, positive)
     return parser
 
 

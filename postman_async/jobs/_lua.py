@@ -23,12 +23,18 @@ local function lease_of(raw)
 end
 """
 
-#: ARGV: field, value, ... Creates the job's meta unless it exists. Returns 1 created, 0 not.
+#: ARGV: marker, then field, value, ... Creates the job's meta unless it exists. Returns 1
+#: created, 0 it exists, -1 remnants of a job whose meta was lost (the counters survive).
+#: The creation time and marker are kept twice (meta and counters), so that losing either
+#: key still shows that the job existed.
 CREATE = (
     _NOW
     + """
-if redis.call('HEXISTS', KEYS[1] .. ':meta', 'chunks') == 1 then return 0 end
-redis.call('HSET', KEYS[1] .. ':meta', 'created_ms', now, unpack(ARGV))
+local p = KEYS[1]
+if redis.call('HEXISTS', p .. ':meta', 'chunks') == 1 then return 0 end
+if redis.call('HEXISTS', p .. ':count', 'created_ms') == 1 then return -1 end
+redis.call('HSET', p .. ':meta', 'created_ms', now, 'marker', ARGV[1], unpack(ARGV, 2))
+redis.call('HSET', p .. ':count', 'created_ms', now, 'marker', ARGV[1])
 return 1
 """
 )
@@ -51,10 +57,12 @@ for i = 3, #ARGV, 4 do
     dup = dup + 1
   elseif err ~= '' then
     redis.call('HSET', c .. ':res', id, err)
+    redis.call('HINCRBY', p .. ':cdist', ARGV[i], 1)
     invalid = invalid + 1
   else
     redis.call('ZADD', c .. ':todo', seq, id)
     if base ~= '' then redis.call('HSET', c .. ':base', id, base) end
+    redis.call('HINCRBY', p .. ':cdist', ARGV[i], 1)
     distinct = distinct + 1
   end
 end
@@ -151,7 +159,8 @@ return 1
 
 #: ARGV: chunk, epoch. Marks the chunk done when the input is sealed and nothing of it is
 #: left (no pending ID, no unresolved intent); the job is finished when every chunk is.
-#: Returns 1 done (2: and the job finished), 0 not yet, -1 fenced.
+#: Returns 1 done (2: and the job finished), 0 not yet, -1 fenced, -2 fewer results than
+#: distinct IDs submitted to the chunk (Redis lost some of its keys).
 FINISH_CHUNK = (
     _NOW
     + _LEASE_FIELDS
@@ -163,6 +172,8 @@ if e ~= tonumber(ARGV[2]) then return -1 end
 local meta = p .. ':meta'
 if redis.call('HGET', meta, 'sealed') ~= '1' then return 0 end
 if redis.call('ZCARD', c .. ':todo') > 0 or redis.call('HLEN', c .. ':intent') > 0 then return 0 end
+local expected = tonumber(redis.call('HGET', p .. ':cdist', ARGV[1]) or '0')
+if redis.call('HLEN', c .. ':res') < expected then return -2 end
 redis.call('SADD', p .. ':chunks_done', ARGV[1])
 redis.call('HDEL', p .. ':leases', ARGV[1])
 if redis.call('SCARD', p .. ':chunks_done') >= tonumber(redis.call('HGET', meta, 'chunks')) then

@@ -19,7 +19,7 @@ import attrs
 
 from ..models import Message, MessageStatus
 from ..protocol import retry_applied
-from ..reports import MessageResult, Outcome
+from ..reports import MessageResult, MessageState, Outcome
 
 
 @attrs.frozen
@@ -109,3 +109,48 @@ def _took(message_id: str, how: str) -> MessageResult:
 
 def _not_in_failure(message_id: str, status: MessageStatus | None) -> MessageResult:
     return MessageResult(message_id, Outcome.NOT_IN_FAILURE, f"status {status}")
+
+
+#: Allowance (ms) between Redis's clock and the server's when judging an attempt's age
+#: (both NTP-synchronised; an attempt this close before the lost job counts as its retry).
+CLOCK_SKEW_MS = 1000
+
+
+def decide_after_loss(
+    message_id: str,
+    message: Message | None,
+    *,
+    since_ms: int,
+    known: MessageState | None,
+) -> MessageResult | MessageState:
+    """A job submitted again after Redis lost it: decide one ID from a read, before any POST.
+
+    The lost job may have retried it, and its journal is gone. More attempts than the
+    input's known count (exact), or, without a known count, an attempt newer than the lost
+    job's creation (``since_ms``, Redis time, less :data:`CLOCK_SKEW_MS`), means "retried
+    earlier": record it, never POST.
+    Still ``failure`` without such an attempt: the state to POST from (its attempt count
+    becomes the intent's baseline). Anything else: recorded from the status."""
+    if message is None:
+        return MessageResult(message_id, Outcome.NOT_FOUND, "no such message")
+    attempts = message.attempt_count
+    base = known.attempts if known is not None else None
+    if base is not None and attempts is not None:
+        if attempts > base:  # exact: the input's count was read before the lost job ran
+            return _earlier(message_id, f"attempts {base} -> {attempts}")
+    else:
+        for attempt in (message.attempts or ()) + (message.message_attempts or ()):
+            created = attempt.created_at
+            if created is not None and created.timestamp() * 1000 >= since_ms - CLOCK_SKEW_MS:
+                return _earlier(message_id, f"an attempt created at {created.isoformat()}")
+    if message.latest_status == MessageStatus.FAILURE:
+        return MessageState(message_id, MessageStatus.FAILURE, attempts)
+    return _not_in_failure(message_id, message.latest_status)
+
+
+def _earlier(message_id: str, how: str) -> MessageResult:
+    return MessageResult(
+        message_id,
+        Outcome.RETRIED,
+        f"retried earlier (found by read-back: {how}, after the job's data was lost); not re-sent",
+    )

@@ -26,11 +26,11 @@ from .._post_hooks import before_each_post
 from .._session import count_calls
 from ..client import PostmanClient
 from ..errors import NotFoundError, PostmanError
-from ..models import MessageStatus, Priority
+from ..models import Message, MessageStatus, Priority
 from ..ratelimit import Clock, Limiter, Sleep
 from ..reports import MessageResult, MessageState, Outcome
 from ..rules import NOT_WORTH_RETRYING
-from .reconcile import Intent, reconcile
+from .reconcile import Intent, decide_after_loss, reconcile
 from .store import JobSettings, JobStore, encode_result
 
 logger = logging.getLogger("postman_async")
@@ -50,6 +50,9 @@ class ChunkStatus(str, enum.Enum):
     WAITING = "waiting"  # nothing pending, but more input may come (not sealed)
     HELD = "held"  # another worker holds the lease
     LOST = "lost"  # the lease moved on while this run held it
+    REFUSED = "refused"  # this worker is not configured for the job's campaign or base URL
+    GONE = "gone"  # no such job (never created, or expired after its report)
+    LOST_DATA = "lost_data"  # Redis lost some or all of the job's keys
 
 
 class LeaseLost(Exception):
@@ -204,6 +207,8 @@ class _ChunkRun:
         done = await self.store.run("FINISH_CHUNK", self.chunk, self.lease.epoch)
         if done == -1:
             return ChunkStatus.LOST
+        if done == -2:
+            return ChunkStatus.LOST_DATA
         return ChunkStatus.DONE if done > 0 else ChunkStatus.WAITING
 
     async def _one(
@@ -220,6 +225,12 @@ class _ChunkRun:
                 await self._record(_cancelled(message_id), expected, calls[0])
                 return
             known = _known(message_id, base)
+            if self.settings.read_first_ms is not None:
+                decided = await self._read_first(message_id, known, self.settings.read_first_ms)
+                if isinstance(decided, MessageResult):
+                    await self._record(decided, expected, calls[0])
+                    return
+                known = decided
             written: list[str] = []
             intent_started = [0.0]
 
@@ -299,6 +310,23 @@ class _ChunkRun:
             message_id, intent, message, server_date=date, seconds_since_intent=since
         )
         return verdict.result
+
+    async def _read_first(
+        self, message_id: str, known: MessageState | None, since_ms: int
+    ) -> MessageResult | MessageState:
+        """A job submitted again after Redis lost it: read the ID before any POST."""
+        await self.ex.pace()
+        try:
+            message: Message | None = await self.client.get_message(
+                message_id, priority=Priority.BULK
+            )
+        except NotFoundError:
+            message = None
+        except FATAL_ERRORS:
+            raise
+        except PostmanError as exc:
+            raise _TryLater(f"reading {message_id} before its retry: {exc}") from exc
+        return decide_after_loss(message_id, message, since_ms=since_ms, known=known)
 
     async def _record(self, result: MessageResult, expected: str, calls: int) -> None:
         if self.hooks.before_result is not None:

@@ -8,7 +8,14 @@ Layout (one hash tag per job, so it also fits one Redis Cluster slot), under
   per outcome): progress reads these in O(1);
 - per chunk ``c:<n>:todo`` (pending IDs), ``c:<n>:base`` (known attempt baselines),
   ``c:<n>:intent`` (the journal: a POST about to go out) and ``c:<n>:res`` (one result per ID);
-- ``leases`` (chunk -> ``epoch|until_ms|owner``), ``epoch``, ``chunks_done``.
+- ``leases`` (chunk -> ``epoch|until_ms|owner``), ``epoch``, ``chunks_done``, ``cdist`` (distinct
+  IDs per chunk, to tell a chunk whose keys Redis lost), ``refused`` (worker -> why it refused
+  the job).
+
+A job's ``marker`` and creation time are kept in ``meta`` and ``count``. A job whose keys Redis
+lost (a restart without AOF, an eviction, a flush) is told apart from one never created: by
+what is left of it, or by the tombstone ``<namespace>:lost:{<job_id>}`` that a worker which
+saw the job writes when it finds the job gone (:meth:`JobStore.mark_lost`).
 
 An ID lives in exactly one chunk (by CRC-32 of the ID), so duplicates always meet there and
 get one result.
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any, TextIO
@@ -29,6 +37,17 @@ from ..errors import ValidationError
 from ..reports import MessageResult, MessageState, Outcome
 from ..validation import validate_id
 from . import _lua
+from .records import LOST_MESSAGE, JobError, JobLostError, JobProgress, JobSettings
+
+__all__ = [
+    "LOST_MESSAGE",
+    "JobError",
+    "JobLostError",
+    "JobProgress",
+    "JobSettings",
+    "JobStore",
+    "active_jobs",
+]
 
 try:
     import redis.asyncio as aioredis
@@ -37,113 +56,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 NAMESPACE = "postman_async:job"
 SUBMIT_BATCH = 500
+#: Seconds a lost job's tombstone is kept.
+LOST_TTL = 30 * 86400
 #: IDs longer than this are stored by a digest (an invalid ID must not fill Redis).
 MAX_KEY = 256
-
-
-class JobError(Exception):
-    """A job cannot be created, fed or read as asked (unknown job, settings that differ from
-    the stored ones, input after sealing, two producers at once)."""
-
-
-@attrs.frozen
-class JobSettings:
-    """What every worker needs to run a job's chunks; stored in the job's ``meta``.
-
-    ``window``: a POST goes out within this many seconds of its intent, or not at all.
-    ``http_timeout``: the client's request timeout; a crashed holder's POST is settled after
-    ``window + http_timeout``. ``lease_ttl``: how long a silent holder keeps a chunk."""
-
-    campaign_id: str
-    base_url: str
-    chunks: int = 64
-    rate: float = 10.0
-    budget_share: float = 1.0
-    window: float = 2.0
-    http_timeout: float = 30.0
-    lease_ttl: float = 15.0
-
-    def __attrs_post_init__(self) -> None:
-        validate_id("campaign_id", self.campaign_id)
-        if not 1 <= self.chunks <= 4096:
-            raise ValidationError("chunks", "must be between 1 and 4096")
-        if not self.rate > 0 or not 0 < self.budget_share <= 1:
-            raise ValidationError("rate", "rate must be > 0 and budget_share in (0, 1]")
-        if not (self.window > 0 and self.http_timeout > 0 and self.lease_ttl > self.window):
-            raise ValidationError("lease_ttl", "need window, http_timeout > 0, lease_ttl > window")
-
-
-@attrs.frozen
-class JobProgress:
-    """A job's progress, read in O(1) of its size."""
-
-    job_id: str
-    distinct: int
-    done: int
-    duplicates: int
-    submitted: int
-    calls: int
-    counts: dict[str, int]
-    chunks: int
-    chunks_done: int
-    chunks_leased: int
-    sealed: bool
-    cancelled: bool
-    finished: bool
-    rate: float
-    budget_share: float
-    #: seconds from creation to the end (or to now, while it runs)
-    elapsed: float = 0.0
-
-    @property
-    def pending(self) -> int:
-        """Distinct IDs without a result yet."""
-        return self.distinct - self.done
-
-    @property
-    def chunks_pending(self) -> int:
-        """Chunks neither done nor held by a worker now."""
-        return self.chunks - self.chunks_done - self.chunks_leased
-
-    @property
-    def eta_seconds(self) -> float | None:
-        """At the campaign's rate times the job's budget share, and the calls per ID so far
-        (1 until some are done); None once finished."""
-        if self.finished:
-            return None
-        per_id = self.calls / self.done if self.done and self.calls else 1.0
-        return self.pending * per_id / (self.rate * self.budget_share)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready progress (camelCase keys), as ``job status --format json`` prints it."""
-        return {
-            "jobId": self.job_id,
-            "state": self.state,
-            "distinct": self.distinct,
-            "done": self.done,
-            "pending": self.pending,
-            "submitted": self.submitted,
-            "duplicates": self.duplicates,
-            "calls": self.calls,
-            "counts": self.counts,
-            "chunks": {
-                "total": self.chunks,
-                "done": self.chunks_done,
-                "leased": self.chunks_leased,
-                "pending": self.chunks_pending,
-            },
-            "elapsedSeconds": round(self.elapsed, 1),
-            "etaSeconds": None if self.eta_seconds is None else round(self.eta_seconds, 1),
-        }
-
-    @property
-    def state(self) -> str:
-        """``submitting``, ``running``, ``cancelling``, ``finished`` or ``cancelled``."""
-        if self.finished:
-            return "cancelled" if self.cancelled else "finished"
-        if self.cancelled:
-            return "cancelling"
-        return "running" if self.sealed else "submitting"
 
 
 def chunk_of(key: str, chunks: int) -> int:
@@ -178,7 +94,11 @@ class JobStore:
         #: typed loosely: redis-py's async return types are unions of sync and async
         self.redis: Any = redis
         self.job_id = validate_id("job_id", job_id)
+        self.namespace = namespace
         self.prefix = f"{namespace}:{{{job_id}}}"
+        #: the job's marker and creation time (Redis ms), as last read by :meth:`settings`
+        self.marker = ""
+        self.created_ms = 0
         self.active_key = f"{namespace}:active"
         self._scripts = {
             name: redis.register_script(getattr(_lua, name))
@@ -208,10 +128,21 @@ class JobStore:
 
     async def create(self, settings: JobSettings) -> JobSettings:
         """Create the job, or return the stored settings if it exists with the same campaign
-        and chunking (submitting again is idempotent)."""
-        fields = {k: str(v) for k, v in attrs.asdict(settings).items()}
-        await self.run("CREATE", *(x for pair in fields.items() for x in pair))
+        and chunking (submitting again is idempotent). A job whose data Redis lost is created
+        anew with ``read_first_ms`` set to the lost job's creation, so that its workers read
+        each ID before any POST."""
+        lost_since = await self._lost_since()
+        if lost_since is not None:
+            await self._purge()
+            settings = attrs.evolve(settings, read_first_ms=lost_since)
+        fields = {k: str(v) for k, v in attrs.asdict(settings).items() if v is not None}
+        marker = secrets.token_hex(8)
+        created = await self.run("CREATE", marker, *(x for pair in fields.items() for x in pair))
+        if created == -1:  # remnants appeared between the check and the script: a loss
+            raise JobLostError(self.job_id, "submit again to start it anew")
         await self.redis.sadd(self.active_key, self.job_id)
+        if lost_since is not None:
+            await self.redis.delete(self.lost_key)
         stored = await self.require_settings()
         if (stored.campaign_id, stored.chunks) != (settings.campaign_id, settings.chunks):
             raise JobError(
@@ -220,25 +151,80 @@ class JobStore:
             )
         return stored
 
+    async def _lost_since(self) -> int | None:
+        """The creation time (Redis ms; 0 if unknown) of this job if Redis lost its data (a
+        tombstone, remnants without a meta, or a meta marked lost); None if not lost."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.lost_key)
+            pipe.hmget(self.key("meta"), ["chunks", "lost", "created_ms"])
+            pipe.hget(self.key("count"), "created_ms")
+            tomb, (chunks, lost, meta_ms), count_ms = await pipe.execute()
+        if chunks is not None and lost is None:
+            return None
+        if chunks is None and not tomb and count_ms is None:
+            return None  # never created, or expired
+        return int(tomb.get(b"created_ms") or meta_ms or count_ms or 0)
+
+    async def _purge(self) -> None:
+        """Delete what is left of a lost job (its keys cannot be trusted)."""
+        async for key in self.redis.scan_iter(match=f"{_glob_escape(self.prefix)}:*", count=500):
+            await self.redis.delete(key)
+
+    @property
+    def lost_key(self) -> str:
+        """The job's tombstone: written when a worker finds the job's data gone."""
+        return f"{self.namespace}:lost:{{{self.job_id}}}"
+
+    async def mark_lost(self, *, reason: str, created_ms: int | None, by: str) -> None:
+        """Record that Redis lost this job's data (kept 30 days, apart from the job's keys,
+        so that ``job status`` tells it and a re-submission reads before it POSTs)."""
+        fields = {"reason": reason, "by": by}
+        if created_ms is not None:
+            fields["created_ms"] = str(created_ms)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.lost_key, mapping=fields)
+            pipe.expire(self.lost_key, LOST_TTL)
+            if await self.redis.hexists(self.key("meta"), "chunks"):
+                pipe.hset(self.key("meta"), "lost", reason)
+            await pipe.execute()
+
+    async def refuse(self, worker: str, reason: str) -> None:
+        """Record that ``worker`` refused the job (``job status`` shows it)."""
+        await self.redis.hset(self.key("refused"), worker, reason)
+
     async def settings(self) -> JobSettings | None:
-        """The stored settings, or None for a job never created (or expired)."""
+        """The stored settings, or None for a job never created (or expired). Raises
+        :class:`JobLostError` for a job whose data Redis lost."""
         raw = await self.redis.hgetall(self.key("meta"))
         meta = {k.decode(): v.decode() for k, v in raw.items()}
         if "chunks" not in meta:
+            if await self._lost_since() is not None:
+                raise JobLostError(self.job_id, await self._lost_detail())
             return None
+        if "lost" in meta:
+            raise JobLostError(self.job_id, meta["lost"])
+        self.marker = meta.get("marker", "")
+        self.created_ms = int(meta.get("created_ms") or 0)
         return JobSettings(
             campaign_id=meta["campaign_id"],
-            base_url=meta["base_url"],
+            base_url=meta.get("base_url") or None,
             chunks=int(meta["chunks"]),
             rate=float(meta["rate"]),
             budget_share=float(meta["budget_share"]),
             window=float(meta["window"]),
             http_timeout=float(meta["http_timeout"]),
             lease_ttl=float(meta["lease_ttl"]),
+            read_first_ms=int(meta["read_first_ms"]) if meta.get("read_first_ms") else None,
         )
 
+    async def _lost_detail(self) -> str:
+        tomb = await self.redis.hgetall(self.lost_key)
+        reason = tomb.get(b"reason")
+        return reason.decode() if reason else "what is left of it has no settings"
+
     async def require_settings(self) -> JobSettings:
-        """The stored settings. Raises :class:`JobError` for an unknown job."""
+        """The stored settings. Raises :class:`JobError` for an unknown job and
+        :class:`JobLostError` for one whose data Redis lost."""
         settings = await self.settings()
         if settings is None:
             raise JobError(f"no job {self.job_id!r} (never created, or expired)")
@@ -304,9 +290,12 @@ class JobStore:
             pipe.hgetall(self.key("count"))
             pipe.hmget(self.key("meta"), ["sealed", "cancelled", "finished_ms", "created_ms"])
             pipe.scard(self.key("chunks_done"))
-            counts_raw, flags, chunks_done = await pipe.execute()
+            pipe.hgetall(self.key("refused"))
+            counts_raw, flags, chunks_done, refused = await pipe.execute()
         now_ms, leased = await self.run("LEASE_COUNT")
-        counts = {k.decode(): int(v) for k, v in counts_raw.items()}
+        counts = {
+            k.decode(): int(v) for k, v in counts_raw.items() if k not in (b"created_ms", b"marker")
+        }
         return JobProgress(
             job_id=self.job_id,
             distinct=counts.get("distinct", 0),
@@ -317,6 +306,7 @@ class JobStore:
             counts={
                 k.split(":", 1)[1]: v for k, v in sorted(counts.items()) if k.startswith("outcome:")
             },
+            refusals={k.decode(): v.decode() for k, v in refused.items()},
             chunks=settings.chunks,
             chunks_done=int(chunks_done),
             chunks_leased=int(leased),
@@ -368,6 +358,8 @@ class JobStore:
     async def expire(self, seconds: float) -> None:
         """Let every key of the job expire in ``seconds`` (after its report was taken)."""
         ms = int(seconds * 1000)
+        # First, so that keys expiring a moment apart never look like a lost job's remnants.
+        await self.redis.hdel(self.key("count"), "created_ms", "marker")
         async for key in self.redis.scan_iter(match=f"{_glob_escape(self.prefix)}:*", count=500):
             await self.redis.pexpire(key, ms)
         await self.redis.srem(self.active_key, self.job_id)

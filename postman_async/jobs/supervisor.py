@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from .store import NAMESPACE, JobStore, active_jobs
 
@@ -25,11 +26,17 @@ async def supervise_once(
     kick: Kick,
     *,
     namespace: str = NAMESPACE,
+    serves: frozenset[str] | None = None,
 ) -> int:
-    """Kick every stalled chunk of every active job once; returns how many were kicked."""
+    """Kick every stalled chunk of every active job once (``serves``: only of jobs for these
+    campaigns); returns how many were kicked."""
     kicked = 0
     for job_id in await active_jobs(redis, namespace):
         store = JobStore(redis, job_id, namespace=namespace)
+        if serves is not None:
+            campaign: Any = await redis.hget(store.key("meta"), "campaign_id")
+            if campaign is None or campaign.decode() not in serves:
+                continue
         for chunk in await store.run("CLAIM_STALLED"):
             await kick(job_id, int(chunk))
             kicked += 1

@@ -5,7 +5,10 @@ Settings come from the environment, so every worker host is configured the same 
 
 - ``POSTMAN_ASYNC_REDIS_URL``: the Redis that holds the broker's stream, the jobs and the
   campaign's shared limiter (default ``redis://127.0.0.1:6379/0``);
-- ``POSTMAN_API_KEY`` or ``POSTMAN_API_KEY_FILE``: the campaign's key (never stored in Redis);
+- the campaigns this worker serves, with their keys and base URLs (never stored in Redis):
+  ``POSTMAN_ASYNC_CAMPAIGNS_FILE``, or ``POSTMAN_CAMPAIGN_ID`` with ``POSTMAN_API_KEY`` (or
+  ``POSTMAN_API_KEY_FILE``) and ``POSTMAN_BASE_URL`` (:mod:`postman_async.jobs.config`). A job
+  names a campaign only; one this worker does not serve is refused, and recorded so;
 - ``POSTMAN_ASYNC_FAILPOINTS``: fault injection for drills and tests only, e.g.
   ``after_intent=message_1`` SIGKILLs the worker right after that ID's intent is durable
   (``before_intent=...``: after its token, before the intent; ``before_post=...``: as its
@@ -22,26 +25,32 @@ duplicates, and the supervisor re-kicks what was lost.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 
 from ..client import PostmanClient
+from ..errors import RateLimiterUnavailableError
 from ..ratelimit_redis import RedisRateLimiter
+from .config import CampaignConfig, WorkerConfig
 from .runner import ChunkStatus, JobHooks, run_chunk
-from .store import JobSettings, JobStore
+from .store import JobError, JobLostError, JobSettings, JobStore
 
 try:
     import redis.asyncio as aioredis
     from redis.asyncio import BlockingConnectionPool
+    from redis.exceptions import RedisError
     from taskiq_redis import RedisStreamBroker
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError('retry jobs need taskiq: pip install "postman-async[taskiq]"') from exc
 
+logger = logging.getLogger("postman_async")
 REDIS_URL = os.environ.get("POSTMAN_ASYNC_REDIS_URL", "redis://127.0.0.1:6379/0")
 QUEUE = "postman_async:jobs"
 #: Seconds a chunk task works before it re-kicks itself (far below ``IDLE_TIMEOUT``).
@@ -74,8 +83,15 @@ def configure(redis_url: str) -> None:
 
 @broker.task(task_name="postman_async.run_chunk")
 async def run_chunk_task(job_id: str, chunk: int) -> str:
-    """Run one slice of a chunk; re-kick it if there is more to do."""
-    status = await worker_context().run(job_id, chunk)
+    """Run one slice of a chunk; re-kick it if there is more to do. Redis unreachable: one
+    line, no traceback; the chunk's lease lapses and the supervisor re-kicks it."""
+    try:
+        status = await worker_context().run(job_id, chunk)
+    except (RedisError, RateLimiterUnavailableError) as exc:
+        logger.warning(
+            "job %s chunk %d: Redis unavailable (%s); left for later", job_id, chunk, exc
+        )
+        return "redis_unavailable"
     if status == ChunkStatus.MORE:
         await run_chunk_task.kiq(job_id, chunk)
     return status.value
@@ -88,26 +104,48 @@ async def kick(job_id: str, chunk: int) -> None:
 
 @attrs.define
 class WorkerContext:
-    """What one worker process shares across its tasks: Redis, one client per campaign (each
-    with the campaign's Redis limiter), its owner name and its failpoints."""
+    """What one worker process shares across its tasks: Redis, its own campaigns' keys and
+    base URLs, one client per campaign (each with the campaign's Redis limiter), its owner
+    name and its failpoints. It remembers the unfinished jobs it has run, to tell when Redis
+    loses one (:meth:`check_known`)."""
 
     redis: aioredis.Redis
-    api_key: str
+    config: WorkerConfig
     hooks: JobHooks = attrs.field(factory=JobHooks)
     owner: str = attrs.field(
         factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     )
     slice_seconds: float = SLICE
-    _clients: dict[tuple[str, str], PostmanClient] = attrs.field(factory=dict)
+    #: job id -> (marker, creation in Redis ms) of the unfinished jobs this worker has run
+    known: dict[str, tuple[str, int]] = attrs.field(factory=dict)
+    _clients: dict[str, PostmanClient] = attrs.field(factory=dict)
     _pacers: dict[str, RedisRateLimiter] = attrs.field(factory=dict)
+    _told: set[tuple[str, str]] = attrs.field(factory=set)
 
     async def run(self, job_id: str, chunk: int) -> ChunkStatus:
+        """Run one slice of ``chunk``, or refuse the job (a campaign or base URL this worker
+        is not configured for), or tell that Redis lost it."""
         store = JobStore(self.redis, job_id)
-        settings = await store.require_settings()
-        client = self._client(settings)
-        return await run_chunk(
+        try:
+            settings = await store.require_settings()
+        except JobLostError as exc:
+            self.known.pop(job_id, None)
+            self._tell_once(job_id, "lost", str(exc))
+            return ChunkStatus.LOST_DATA
+        except JobError as exc:
+            if job_id in self.known:
+                return await self.lost(store, "its keys vanished while it ran")
+            logger.info("job %s: %s; task dropped", job_id, exc)
+            return ChunkStatus.GONE
+        refusal = self.config.refusal(settings.campaign_id, settings.base_url)
+        if refusal is not None:
+            await store.refuse(self.owner, refusal)
+            self._tell_once(job_id, "refused", f"job {job_id} refused: {refusal}")
+            return ChunkStatus.REFUSED
+        self.known[job_id] = (store.marker, store.created_ms)
+        status = await run_chunk(
             store,
-            client,
+            self._client(self.config.campaigns[settings.campaign_id], settings),
             chunk,
             owner=self.owner,
             settings=settings,
@@ -115,6 +153,43 @@ class WorkerContext:
             hooks=self.hooks,
             pacer=self._pacer(job_id, settings),
         )
+        if status == ChunkStatus.LOST_DATA:
+            await self.lost(store, f"chunk {chunk} has fewer results than IDs submitted")
+        return status
+
+    async def lost(self, store: JobStore, reason: str) -> ChunkStatus:
+        """Record and tell (once) that Redis lost ``store``'s job."""
+        _, created_ms = self.known.pop(store.job_id, ("", 0))
+        await store.mark_lost(reason=reason, created_ms=created_ms or None, by=self.owner)
+        self._tell_once(store.job_id, "lost", str(JobLostError(store.job_id, reason)))
+        return ChunkStatus.LOST_DATA
+
+    async def check_known(self) -> None:
+        """For each unfinished job this worker has run: gone from Redis means lost (recorded
+        and told); re-created after a loss without the read-first flag gets it."""
+        for job_id, (marker, created_ms) in list(self.known.items()):
+            store = JobStore(self.redis, job_id)
+            now_marker, finished, read_first = await self._redis.hmget(
+                store.key("meta"), ["marker", "finished_ms", "read_first_ms"]
+            )
+            if now_marker is None:
+                await self.lost(store, "its keys vanished while it ran")
+            elif finished is not None:
+                self.known.pop(job_id, None)
+            elif now_marker.decode() != marker:
+                self.known.pop(job_id, None)
+                if read_first is None:  # submitted again before the loss was recorded
+                    await self._redis.hsetnx(store.key("meta"), "read_first_ms", created_ms)
+
+    @property
+    def _redis(self) -> Any:
+        """Typed loosely: redis-py's async return types are unions of sync and async."""
+        return self.redis
+
+    def _tell_once(self, job_id: str, what: str, text: str) -> None:
+        if (job_id, what) not in self._told:
+            self._told.add((job_id, what))
+            logger.warning("%s", text)
 
     def _pacer(self, job_id: str, settings: JobSettings) -> RedisRateLimiter | None:
         """The job's share of the campaign's rate, shared by its workers; one per job in
@@ -129,17 +204,17 @@ class WorkerContext:
             )
         return pacer
 
-    def _client(self, settings: JobSettings) -> PostmanClient:
-        key = (settings.base_url, settings.campaign_id)
-        client = self._clients.get(key)
+    def _client(self, campaign: CampaignConfig, settings: JobSettings) -> PostmanClient:
+        """The campaign's client: its key and base URL from this worker's configuration."""
+        client = self._clients.get(campaign.campaign_id)
         if client is None:
-            client = self._clients[key] = PostmanClient(
-                api_key=self.api_key,
-                campaign_id=settings.campaign_id,
-                base_url=settings.base_url,
+            client = self._clients[campaign.campaign_id] = PostmanClient(
+                api_key=campaign.api_key,
+                campaign_id=campaign.campaign_id,
+                base_url=campaign.base_url,
                 rate_limit=settings.rate,
                 timeout=settings.http_timeout,
-                limiter=_limiter(self.redis, settings.campaign_id, settings.rate),
+                limiter=_limiter(self.redis, campaign.campaign_id, settings.rate),
             )
         return client
 
@@ -157,13 +232,14 @@ def _limiter(redis: aioredis.Redis, campaign_id: str, rate: float) -> RedisRateL
 _context: WorkerContext | None = None
 
 
-def worker_context() -> WorkerContext:
-    """This process's context, made from the environment on first use."""
+def worker_context(config: WorkerConfig | None = None) -> WorkerContext:
+    """This process's context, made on first use from ``config`` (default: the
+    environment, :meth:`WorkerConfig.from_env`)."""
     global _context
     if _context is None:
         _context = WorkerContext(
             redis=aioredis.Redis.from_url(REDIS_URL),
-            api_key=api_key_from_env(),
+            config=config or WorkerConfig.from_env(),
             hooks=failpoints(os.environ.get("POSTMAN_ASYNC_FAILPOINTS", "")),
         )
     return _context
@@ -172,17 +248,6 @@ def worker_context() -> WorkerContext:
 def set_worker_context(context: WorkerContext | None) -> None:
     global _context
     _context = context
-
-
-def api_key_from_env() -> str:
-    path = os.environ.get("POSTMAN_API_KEY_FILE")
-    if path:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read().strip()
-    key = os.environ.get("POSTMAN_API_KEY")
-    if not key:
-        raise RuntimeError("set POSTMAN_API_KEY or POSTMAN_API_KEY_FILE for the job workers")
-    return key
 
 
 def failpoints(spec: str) -> JobHooks:

@@ -32,6 +32,6 @@ def simulator(request: pytest.FixtureRequest) -> Iterator[Sim]:
 
 @pytest.fixture
 def workers(job_redis: RedisServer, simulator: Sim) -> Iterator[Workers]:
-    pool = Workers(job_redis.url, simulator.api_key)
+    pool = Workers(job_redis.url, simulator.api_key, simulator.campaign_id, simulator.base_url)
     yield pool
     pool.stop_all()

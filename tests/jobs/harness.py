@@ -26,25 +26,40 @@ FAST = {"lease_ttl": 2.0, "window": 0.5, "http_timeout": 2.0}
 class Workers:
     """Worker processes of one test; each is stopped (or killed) at the end."""
 
-    def __init__(self, redis_url: str, api_key: str) -> None:
-        self.env = dict(os.environ, POSTMAN_ASYNC_REDIS_URL=redis_url, POSTMAN_API_KEY=api_key)
+    def __init__(self, redis_url: str, api_key: str, campaign_id: str, base_url: str) -> None:
+        # A worker serves the campaigns of its own configuration (here: the environment).
+        self.env = dict(
+            os.environ,
+            POSTMAN_ASYNC_REDIS_URL=redis_url,
+            POSTMAN_API_KEY=api_key,
+            POSTMAN_CAMPAIGN_ID=campaign_id,
+            POSTMAN_BASE_URL=base_url,
+        )
         self.env.pop("POSTMAN_ASYNC_FAILPOINTS", None)
+        self.env.pop("POSTMAN_API_KEY_FILE", None)
+        self.env.pop("POSTMAN_ASYNC_CAMPAIGNS_FILE", None)
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(
-        self, failpoints: str = "", concurrency: int = 8, mutation: str | None = None
+        self,
+        failpoints: str = "",
+        concurrency: int = 8,
+        mutation: str | None = None,
+        log: str | None = None,
     ) -> subprocess.Popen[bytes]:
-        """A worker process; ``mutation``: a deliberately broken one (tests/jobs/mutants.py)."""
+        """A worker process; ``mutation``: a deliberately broken one (tests/jobs/mutants.py);
+        ``log``: a file for its stderr."""
         env = dict(self.env, POSTMAN_ASYNC_FAILPOINTS=failpoints)
         module = ["tests.jobs.mutants", mutation] if mutation else ["postman_async.jobs.worker"]
         args = ["--concurrency", str(concurrency), "--supervise-every", "0.5"]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", *module, *args],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with open(log or os.devnull, "ab") as stderr:  # the child keeps its own copy
+            proc = subprocess.Popen(
+                [sys.executable, "-m", *module, *args],
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
         self.procs.append(proc)
         return proc
 

@@ -43,10 +43,21 @@ def no_window() -> None:
     runner._ChunkRun._within_window = lambda self, started: True  # type: ignore[method-assign]
 
 
+def no_read_first() -> None:
+    """A job submitted again after Redis lost it POSTs without reading each ID first."""
+    from postman_async.jobs import runner
+
+    async def post_at_once(self: Any, message_id: str, known: Any, since_ms: int) -> Any:
+        return known
+
+    runner._ChunkRun._read_first = post_at_once  # type: ignore[method-assign]
+
+
 MUTATIONS: dict[str, Callable[[], None]] = {
     "no_reconcile": no_reconcile,
     "no_fencing": no_fencing,
     "no_window": no_window,
+    "no_read_first": no_read_first,
 }
 
 if __name__ == "__main__":

@@ -40,8 +40,6 @@ async def test_submit_status_report_and_errors(
         str(ids_file),
         "--campaign",
         simulator.campaign_id,
-        "--base-url",
-        simulator.base_url,
         "--rate-limit",
         "1000",
         "--chunks",

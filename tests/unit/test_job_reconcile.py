@@ -6,8 +6,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from postman_async.jobs.reconcile import Intent, reconcile
+from postman_async.jobs.reconcile import Intent, decide_after_loss, reconcile
 from postman_async.models import Message, MessageAttempt, MessageStatus
+from postman_async.reports import MessageResult, MessageState
 
 F, S, C = MessageStatus.FAILURE, MessageStatus.SUCCESS, MessageStatus.CREATED
 AT = datetime(2026, 12, 2, 10, 0, 0, tzinfo=timezone.utc)
@@ -55,3 +56,34 @@ def test_without_a_baseline_time_decides_and_otherwise_the_outcome_is_unknown() 
 
 def test_the_settle_time_is_window_plus_timeout() -> None:
     assert Intent.parse("3|5000|1|failure").settled_at_ms(2.0, 30.0) == 37_000
+
+
+SINCE = int(AT.timestamp() * 1000)  # when the lost job was created (Redis ms)
+BEFORE = datetime(2026, 12, 2, 9, 0, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("known", "read", "expected"),
+    [
+        (1, message(F, 2, BEFORE), "retried"),  # one more attempt than the input's count
+        (1, message(S, 2, BEFORE), "retried"),
+        (1, message(F, 1, AT), "post"),  # the count is exact: the time is not consulted
+        (1, message(S, 1, BEFORE), "skipped_not_in_failure"),
+        (None, message(F, 1, AT), "retried"),  # no count: an attempt after the lost job's start
+        (None, message(F, 1, BEFORE), "post"),
+        (None, message(C, 1, BEFORE), "skipped_not_in_failure"),
+        (None, None, "skipped_not_found"),
+        (1, None, "skipped_not_found"),
+    ],
+)
+def test_a_job_submitted_again_after_a_loss_reads_before_it_posts(
+    known: int | None, read: Message | None, expected: str
+) -> None:
+    state = None if known is None else MessageState("m", F, known)
+    decided = decide_after_loss("m", read, since_ms=SINCE, known=state)
+    if expected == "post":
+        assert isinstance(decided, MessageState) and decided.attempts == 1
+    else:
+        assert isinstance(decided, MessageResult) and decided.outcome.value == expected
+        if expected == "retried":
+            assert "retried earlier (found by read-back" in decided.detail

@@ -1,0 +1,136 @@
+"""Redis loses a job's data mid-job (a restart without AOF, a FLUSHALL, an eviction): the
+operator is told "lost" with its own exit code, the workers log it once without a traceback,
+and submitting the job again sends no message a second retry POST (the simulator's record of
+every POST it processed)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from postman_async.jobs import LOST_MESSAGE, JobStore
+
+from ..redis_server import RedisServer
+from .harness import Sim, Workers, assert_against_ground_truth, results_by_id, wait_finished
+
+EXIT_LOST = 9
+
+
+def cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "postman_async", "job", *args, "--redis", redis_url]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+async def until(predicate: object, what: str, tries: int = 300) -> None:
+    for _ in range(tries):
+        if await predicate():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def evict_until_gone(redis: aioredis.Redis, key: str) -> None:
+    """Fill a small Redis with junk under ``allkeys-random`` until ``key`` was evicted."""
+    used = int((await redis.info("memory"))["used_memory"])
+    await redis.config_set("maxmemory-policy", "allkeys-random")
+    await redis.config_set("maxmemory", str(used + 256 * 1024))
+    for n in range(50_000):
+        await redis.set(f"junk:{n}", b"x" * 1024)
+        if n % 50 == 0 and not await redis.exists(key):
+            break
+    await redis.config_set("maxmemory", "0")
+    await redis.config_set("maxmemory-policy", "noeviction")
+    async for junk in redis.scan_iter(match="junk:*", count=1000):
+        await redis.delete(junk)
+    assert not await redis.exists(key)
+
+
+async def lose_and_resubmit(
+    loss: str,
+    redis: aioredis.Redis,
+    job_redis: RedisServer,
+    simulator: Sim,
+    workers: Workers,
+    tmp_path: Path,
+    mutation: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], set[str], str]:
+    """Run a job, lose its data mid-job, wait for "lost", submit it again and let it finish.
+    Returns the results, the simulator's stats, the IDs retried before the loss and the log."""
+    log = tmp_path / "worker.log"
+    workers.start(concurrency=2, log=str(log), mutation=mutation)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"{i},1\n" for i in simulator.ids))  # the attempt count last read
+    submit = ("submit", "j1", "--ids-file", str(ids), "--rate-limit", "20", "--chunks", "2")
+    submit += ("--campaign", simulator.campaign_id)
+    first = await asyncio.to_thread(cli, job_redis.url, *submit)
+    assert first.returncode == 0, first.stderr
+
+    async def some_retried() -> bool:
+        return len((await simulator.stats())["posts"]["acceptedRetries"]) >= 10
+
+    await until(some_retried, "the job to be under way")
+    if loss == "restart without AOF":
+        await asyncio.to_thread(job_redis.restart, lose_data=True)
+        await redis.connection_pool.disconnect()
+    elif loss == "flushall":
+        await redis.flushall()
+    else:
+        await evict_until_gone(redis, "postman_async:job:{j1}:meta")
+    before = set((await simulator.stats())["posts"]["acceptedRetries"])
+    assert 0 < len(before) < len(simulator.ids)
+
+    async def told_lost() -> bool:
+        status = await asyncio.to_thread(cli, job_redis.url, "status", "j1")
+        return status.returncode == EXIT_LOST and LOST_MESSAGE in status.stderr
+
+    await until(told_lost, "job status to say lost")
+
+    again = await asyncio.to_thread(cli, job_redis.url, *submit)
+    assert again.returncode == 0, again.stderr
+    store = JobStore(redis, "j1")
+    await wait_finished(store, timeout=60)
+    return await results_by_id(store), await simulator.stats(), before, log.read_text()
+
+
+@pytest.mark.parametrize("loss", ["restart without AOF", "flushall", "eviction"])
+@pytest.mark.simulator(messages=40)
+async def test_lost_job_data_is_told_and_a_resubmission_posts_nothing_twice(
+    loss: str,
+    redis: aioredis.Redis,
+    job_redis: RedisServer,
+    simulator: Sim,
+    workers: Workers,
+    tmp_path: Path,
+) -> None:
+    results, stats, before, log = await lose_and_resubmit(
+        loss, redis, job_redis, simulator, workers, tmp_path
+    )
+    # At most one retry POST per message over both runs, refused ones included; "retried"
+    # exactly for the messages whose retry the server accepted.
+    assert_against_ground_truth(results, set(simulator.ids), stats)
+    for message_id in before:
+        assert "retried earlier (found by read-back" in results[message_id]["detail"]
+    assert log.count("j1: lost: Redis lost this job's data") == 1, log
+    assert "Traceback" not in log and "never retrieved" not in log, log
+
+
+@pytest.mark.simulator(messages=40)
+async def test_without_read_first_a_resubmission_posts_again(
+    redis: aioredis.Redis,
+    job_redis: RedisServer,
+    simulator: Sim,
+    workers: Workers,
+    tmp_path: Path,
+) -> None:
+    """The check above, against workers that POST a re-submitted job's IDs unread."""
+    results, stats, _, _ = await lose_and_resubmit(
+        "flushall", redis, job_redis, simulator, workers, tmp_path, mutation="no_read_first"
+    )
+    with pytest.raises(AssertionError, match="a second POST"):
+        assert_against_ground_truth(results, set(simulator.ids), stats)

@@ -28,11 +28,12 @@ import json
 import secrets
 import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from typing import Any, TextIO
+from typing import Any
 
 import attrs
 
 from .._executor import aiter_any
+from .._files import open_private
 from ..errors import ValidationError
 from ..reports import MessageResult, MessageState, Outcome
 from ..validation import validate_id
@@ -328,7 +329,7 @@ class JobStore:
     async def write_ndjson(self, path: str) -> int:
         """The results as NDJSON (one object per line); returns how many were written."""
         count = 0
-        with _open_for_writing(path) as handle:
+        with open_private(path) as handle:
             async for result in self.results():
                 handle.write(json.dumps(result, separators=(",", ":")) + "\n")
                 count += 1
@@ -347,7 +348,7 @@ class JobStore:
             "jobId": self.job_id,
         }
         count = 0
-        with _open_for_writing(path) as handle:
+        with open_private(path) as handle:
             handle.write('{"summary": ' + json.dumps(summary) + ', "results": [\n')
             async for result in self.results():
                 handle.write((",\n" if count else "") + json.dumps(result))
@@ -377,11 +378,6 @@ def _invalid(raw: object) -> str:
     except ValidationError as exc:
         return encode_result(MessageResult(id_key(raw), Outcome.ERROR, str(exc), error=exc))
     return ""
-
-
-def _open_for_writing(path: str) -> TextIO:
-    """A local file written line by line as results stream in (each write is small)."""
-    return open(path, "w", encoding="utf-8")
 
 
 def _glob_escape(text: str) -> str:

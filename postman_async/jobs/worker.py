@@ -20,6 +20,8 @@ import logging
 import signal
 from typing import Any
 
+from .. import _redact
+from . import taskiq_app
 from .config import WorkerConfig, WorkerConfigError
 from .durability import warn_if_not_durable
 from .supervisor import supervise_once
@@ -126,17 +128,27 @@ def run(concurrency: int, supervise_every: float, campaigns_file: str | None = N
         logger.error("worker: %s", exc)
         return 2
 
-    async def go() -> None:
+    async def go() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(_quiet_connection_errors)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        worker_context(config)  # this process's context, from its own configuration
+        context = worker_context(config)  # this process's context, from its configuration
+        try:
+            await context.redis.ping()
+        except RedisError as exc:
+            where = _redact.redact_url(taskiq_app.REDIS_URL)
+            logger.error(
+                "worker: cannot reach Redis at %s (%s)", where, _redact.redact_text(str(exc))
+            )
+            await context.aclose()
+            set_worker_context(None)
+            return 8
         await serve(concurrency=concurrency, supervise_every=supervise_every, stop=stop)
+        return 0
 
-    asyncio.run(go())
-    return 0
+    return asyncio.run(go())
 
 
 def _quiet_connection_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

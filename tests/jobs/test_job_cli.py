@@ -59,6 +59,7 @@ async def test_submit_status_report_and_errors(
     out = tmp_path / "results.ndjson"
     report = await asyncio.to_thread(cli, "job", "report", "cli-1", "--out", str(out), *where)
     assert report.returncode == 0, report.stderr
+    assert out.stat().st_mode & 0o777 == 0o600  # results hold recipients: owner only
     results = {r["messageId"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert results["bad id"]["outcome"] == "error"
     del results["bad id"]

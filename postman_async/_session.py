@@ -1,7 +1,7 @@
 """The session layer: the one place where HTTP attempts are made and HTTP-level retries happen.
 
-Per attempt: take a token from the campaign's limiter -> send with aiohttp -> read a size-capped
-body -> decide: done, raise a typed error, or retry after a delay. Re-sending rules:
+Per attempt: take a token from the campaign's limiter -> send with aiohttp -> read a body capped
+at its decoded size -> decide: done, raise a typed error, or retry after a delay. Re-sending rules:
 
 - GET: retried on 429, 5xx, timeouts and connection errors (it changes nothing).
 - POST (send, retry): re-sent only when the server certainly dropped it: a 429, or a connection
@@ -27,6 +27,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from . import telemetry
+from ._body import ACCEPT_ENCODING, BoundedDecoder, UndecodableError
 from ._post_hooks import gate_trace, post_gate, post_hook
 from ._transport import transient, transport_error
 from ._version import __version__
@@ -162,6 +163,7 @@ class HttpSession:
         self._headers = {
             "Authorization": f"Bearer {api_key}",
             "Accept": "application/json",
+            "Accept-Encoding": ACCEPT_ENCODING,  # only what _body can decode under the cap
             "User-Agent": f"postman-async/{__version__}",
         }
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -284,8 +286,9 @@ class HttpSession:
         fields.update(status=status, latency_ms=round(latency * 1000, 1))
         failed = None
         if not 200 <= status < 300:
+            readable = body if isinstance(body, bytes) else b""
             failed = error_from_response(
-                status, headers, body, method=request.method, path=request.path
+                status, headers, readable, method=request.method, path=request.path
             )
             fields["error_id"] = getattr(failed, "error_id", None)
         logger.debug("%s %s -> %d", request.method, request.path, status, extra={"postman": fields})
@@ -294,6 +297,8 @@ class HttpSession:
                 telemetry.add("throttled", 1, **{"postman.endpoint": telemetry.route(request.path)})
             return failed, status == 429
         try:
+            if isinstance(body, MalformedResponseError):  # its Content-Encoding did not undo
+                raise body
             value = decode(body) if decode is not None else None
         except MalformedResponseError as exc:
             if not request.is_idempotent:
@@ -362,10 +367,13 @@ class HttpSession:
 
     async def _perform(
         self, request: Request, timeout: float | None = None
-    ) -> tuple[int, CIMultiDictProxy[str], bytes]:
+    ) -> tuple[int, CIMultiDictProxy[str], bytes | MalformedResponseError]:
+        """Status, headers and the decoded body (or why it would not decode)."""
         http = self._http()
         kwargs: dict[str, Any] = {
             "headers": self._headers,
+            # Decoded by _body under the cap, never by aiohttp (on a session passed in too).
+            "auto_decompress": False,
             "params": list(request.params) or None,
             "allow_redirects": False,
             "timeout": self._timeout if timeout is None else aiohttp.ClientTimeout(total=timeout),
@@ -395,18 +403,19 @@ class HttpSession:
         except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _MaybeSent() from exc
 
-    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
-        limit = self.max_response_bytes
-        declared = response.content_length
-        if declared is not None:
-            if declared > limit:
+    async def _read_capped(
+        self, response: aiohttp.ClientResponse
+    ) -> bytes | MalformedResponseError:
+        """Read in chunks, decoding as they come: past ``max_response_bytes`` DECODED bytes
+        it raises, whatever ``Content-Length`` said and however well the body compressed."""
+        encoding = response.headers.get("Content-Encoding")
+        try:
+            decoder = BoundedDecoder(encoding, self.max_response_bytes)
+            declared = response.content_length
+            if declared is not None and declared > decoder.max_input:
                 raise MalformedResponseError(f"response of {declared} bytes refused")
-            return await response.read()  # bounded by the declared length
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.content.iter_chunked(65536):
-            size += len(chunk)
-            if size > limit:
-                raise MalformedResponseError(f"response larger than {limit} bytes refused")
-            chunks.append(chunk)
-        return b"".join(chunks)
+            async for chunk in response.content.iter_chunked(65536):
+                decoder.feed(chunk)
+            return decoder.finish()
+        except UndecodableError as exc:
+            return MalformedResponseError(f"response body refused: {exc}")

@@ -490,8 +490,9 @@ async def test_the_readme_command_serves_under_uvicorn(
             assert sends(sim) == 1
 
             async def chunked() -> AsyncIterator[bytes]:
-                for _ in range(3):
-                    yield b" " * 600
+                yield b" " * 1100  # over the limit: the server has its answer ready
+                await asyncio.sleep(0.05)
+                yield b" " * 500  # and the client is still sending
 
             # Over real HTTP, the client reads its 413 (no connection reset), chunked or not.
             for _ in range(5):

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from ._redact import redact_text
+
 try:  # the optional "cli" extra
     from rich.console import Console
     from rich.live import Live
@@ -37,7 +39,7 @@ class RecentTrouble(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         if "retrying in" in message:
-            self.text, self.at = message, time.monotonic()
+            self.text, self.at = redact_text(message), time.monotonic()
 
     def note(self) -> str:
         if time.monotonic() - self.at > TROUBLE_SHOWN_FOR:

@@ -7,10 +7,12 @@ diagnostic read only for a refused one. Every distinct ID gets exactly one resul
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+import contextlib
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from ._executor import FATAL_ERRORS, Executor, aiter_any, run_workers
+from ._post_hooks import before_each_post, post_gate, post_hook
 from ._session import count_calls
 from .errors import (
     MessageNotRetryableError,
@@ -62,16 +64,12 @@ async def retry_each(
         async def worker() -> None:
             while (item := await next_id()) is not None:
                 key, raw = item
+                posted = [False]
                 try:
-                    result = await retry_one(ex, key, raw, known.get(key))
+                    with _noting_posts(posted):
+                        result = await retry_one(ex, key, raw, known.get(key))
                 except asyncio.CancelledError:
-                    report.record(
-                        MessageResult(
-                            key,
-                            Outcome.CANCELLED,
-                            "cancelled in flight: the retry may or may not have been applied",
-                        )
-                    )
+                    report.record(_cancelled(key, posted=posted[0]))
                     raise
                 except FATAL_ERRORS as exc:
                     report.record(MessageResult(key, Outcome.ERROR, str(exc), error=exc))
@@ -91,6 +89,34 @@ async def retry_each(
             report.elapsed = ex.clock() - started
     report.finished = stopping is None or not stopping.is_set()
     return report
+
+
+@contextlib.contextmanager
+def _noting_posts(posted: list[bool]) -> Iterator[None]:
+    """Sets ``posted[0]`` once a retry POST is about to be written (after its token, as the
+    session awaits the POST hook), keeping any hook and gate already in force."""
+    outer, gate = post_hook(), post_gate()
+
+    async def note() -> None:
+        if outer is not None:
+            await outer()
+        posted[0] = True
+
+    with before_each_post(note, gate):
+        yield
+
+
+def _cancelled(key: str, *, posted: bool) -> MessageResult:
+    if posted:
+        return MessageResult(
+            key,
+            Outcome.CANCELLED,
+            "cancelled in flight: the retry may or may not have been applied",
+            applied=None,
+        )
+    return MessageResult(
+        key, Outcome.CANCELLED, "cancelled before its retry POST was sent", applied=False
+    )
 
 
 async def retry_one(ex: Executor, key: str, raw: Any, known: MessageState | None) -> MessageResult:
@@ -153,7 +179,7 @@ def _unknown_result(key: str, exc: OutcomeUnknownError) -> MessageResult:
             Outcome.NOT_IN_FAILURE,
             f"status {observed.latest_status} (read back after an ambiguous failure)",
         )
-    return MessageResult(key, Outcome.ERROR, describe_unknown(exc), error=exc)
+    return MessageResult(key, Outcome.ERROR, describe_unknown(exc), error=exc, applied=exc.applied)
 
 
 async def diagnose(ex: Executor, message_id: str) -> MessageResult:

@@ -1,5 +1,5 @@
 """Transport failures as typed errors: which are worth another try, and messages that name
-the request, the server (host and port) and the cause."""
+the request, the server (host and port) and the cause, with any URL credential masked."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import aiohttp
 from yarl import URL
 
+from ._redact import redact_text
 from .errors import (
     MalformedResponseError,
     PostmanConnectionError,
@@ -38,10 +39,12 @@ def transport_error(cause: BaseException | None, request: Request, base_url: str
     """A typed error that names the request, the server (host and port) and the cause."""
     where = f"{request.method} {request.path}"
     url = URL(base_url)
-    server = f"{url.host}:{url.port}"
+    server = f"{url.raw_host}:{url.port}"  # never the URL's credentials, if it had any
     if isinstance(cause, asyncio.TimeoutError):
         return PostmanTimeoutError(f"{where}: no answer from {server} in time (timed out)")
-    return PostmanConnectionError(f"{where}: connection to {server} failed: {_cause(cause)}")
+    return PostmanConnectionError(
+        f"{where}: connection to {server} failed: {redact_text(_cause(cause))}"
+    )
 
 
 def _cause(cause: BaseException | None) -> str:

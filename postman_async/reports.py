@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._files import open_private
 from .converter import encode
 from .errors import APIError, OutcomeUnknownError, PostmanError, ValidationError
 from .models import Message, MessageStatus
@@ -34,23 +35,46 @@ class Outcome(str, enum.Enum):
         return self.value
 
 
+def _applied_by_outcome(result: MessageResult) -> bool | None:
+    """What an outcome alone says of whether the retry took (when the creator did not say)."""
+    if result.outcome == Outcome.RETRIED:
+        return True
+    if result.outcome == Outcome.CANCELLED:
+        return None  # cancelled in flight: its POST may have gone out
+    if result.outcome == Outcome.ERROR and isinstance(result.error, OutcomeUnknownError):
+        return result.error.applied
+    return False
+
+
 @attrs.frozen
 class MessageResult:
     """The outcome for one ID. ``message`` is the retried message (when kept), ``error`` the
-    exception for ``ERROR``/``CANCELLED``, ``detail`` a short human reason."""
+    exception for ``ERROR``/``CANCELLED``, ``detail`` a short human reason.
+
+    ``applied`` says whether this run's retry took: ``True`` (retried), ``False`` (it did not:
+    refused, never sent, or read back and shown not to have taken) or ``None`` (unknown: a
+    POST went out, or may have, and no answer or read shows what it did; see
+    :attr:`uncertain`). Left out, it follows from the outcome and the error: ``True`` for
+    ``RETRIED``, ``None`` for ``CANCELLED``, the error's ``applied`` for an
+    :class:`OutcomeUnknownError`, else ``False``."""
 
     message_id: str
     outcome: Outcome
     detail: str | None = None
     message: Message | None = None
     error: BaseException | None = None
+    applied: bool | None = attrs.field(
+        default=attrs.Factory(_applied_by_outcome, takes_self=True), kw_only=True
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """This result as JSON-ready data (camelCase keys; an error as its type, message,
-        status and code)."""
+        status and code; ``"uncertain": true`` when the retry may have been applied)."""
         out: dict[str, Any] = {"messageId": self.message_id, "outcome": self.outcome.value}
         if self.detail:
             out["detail"] = self.detail
+        if self.uncertain:
+            out["uncertain"] = True
         if self.error is not None:
             out["error"] = {"type": type(self.error).__name__, "message": str(self.error)}
             if isinstance(self.error, APIError):
@@ -61,8 +85,19 @@ class MessageResult:
         return out
 
     @property
+    def uncertain(self) -> bool:
+        """The retry may have been applied and nothing read since shows whether (an outcome
+        unknown after a POST, or cancelled while its POST was in flight). Never feed such an
+        ID to another ``retry_messages``: a second POST could deliver a second SMS. Check it
+        with ``retry_until_settled``, which reads before it retries."""
+        return self.applied is None
+
+    @property
     def worth_another_run(self) -> bool:
-        """A transient error or an ambiguous outcome: feeding it back may still retry it."""
+        """A transient error or an ambiguous outcome: another attempt may still retry it.
+        It includes :attr:`uncertain` results, which only something that reads the message
+        first (``retry_until_settled``, a retry job's journal) may try again;
+        :meth:`RetryReport.failures` leaves them out."""
         if self.outcome == Outcome.CANCELLED:
             return True
         if self.outcome != Outcome.ERROR:
@@ -86,6 +121,8 @@ class RetryReport:
 
             self._seen = SeenIds()
         self.counts: Counter[Outcome] = Counter()
+        #: results whose retry may have been applied (:attr:`MessageResult.uncertain`)
+        self.uncertain_count = 0
         self.duplicates = 0
         self.calls = 0
         self.elapsed = 0.0
@@ -109,6 +146,8 @@ class RetryReport:
         if self._results.get(result.message_id) is not None:
             raise RuntimeError(f"{result.message_id} already has a result")
         self.counts[result.outcome] += 1
+        if result.uncertain:
+            self.uncertain_count += 1
         if self.sink is None:
             self._results[result.message_id] = result
             return
@@ -143,25 +182,38 @@ class RetryReport:
         return [r.message_id for r in self if r.outcome in outcomes]
 
     def failures(self) -> list[str]:
-        """IDs worth feeding into another run: transient errors, ambiguous, cancelled."""
-        return [r.message_id for r in self if r.worth_another_run]
+        """IDs safe to feed into another ``retry_messages`` run: transient errors where no
+        retry took, ambiguous failures read back as not applied, and IDs cancelled before
+        their POST was sent. IDs whose retry may have been applied are not among them: see
+        :meth:`uncertain`."""
+        return [r.message_id for r in self if r.worth_another_run and not r.uncertain]
+
+    def uncertain(self) -> list[str]:
+        """IDs whose retry may have been applied: the outcome was unknown after the POST, or
+        the run was cancelled while the POST was in flight. Check these with
+        ``retry_until_settled``, which reads before it retries; never feed them back to
+        ``retry_messages`` (a second POST could deliver a second SMS)."""
+        return [r.message_id for r in self if r.uncertain]
 
     def summary(self) -> str:
         """One line: counts per outcome, duplicates, calls and elapsed time."""
         parts = [f"{len(self)} messages"]
         parts += [f"{o.value}={self.counts[o]}" for o in Outcome if self.counts[o]]
+        if self.uncertain_count:
+            parts.append(f"uncertain={self.uncertain_count}")
         parts.append(f"duplicates={self.duplicates}")
         parts.append(f"calls={self.calls}")
         parts.append(f"elapsed={self.elapsed:.1f}s")
         return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        """The whole report as JSON-ready data: ``summary`` (counts, calls, elapsed,
-        finished) and one ``results`` entry per ID."""
+        """The whole report as JSON-ready data: ``summary`` (counts, uncertain, calls,
+        elapsed, finished) and one ``results`` entry per ID."""
         return {
             "summary": {
                 "messages": len(self),
                 "counts": {o.value: self.counts[o] for o in Outcome},
+                "uncertain": self.uncertain_count,
                 "duplicates": self.duplicates,
                 "calls": self.calls,
                 "elapsedSeconds": round(self.elapsed, 3),
@@ -171,8 +223,10 @@ class RetryReport:
         }
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
-        """Write :meth:`to_dict` to ``path`` as JSON. Raises ``OSError`` if it cannot be written."""
-        with open(path, "w", encoding="utf-8") as handle:
+        """Write :meth:`to_dict` to ``path`` as JSON, in a file only its owner can read (mode
+        0600: it holds recipients and message text). Raises ``OSError`` if it cannot be
+        written."""
+        with open_private(path) as handle:
             json.dump(self.to_dict(), handle, indent=1)
 
     def __repr__(self) -> str:

@@ -17,6 +17,7 @@ from array import array
 from collections.abc import Callable
 from typing import Any, Protocol, TextIO, runtime_checkable
 
+from ._files import open_private
 from .reports import MessageResult
 
 #: Fingerprints held in a set before they are merged into the sorted array.
@@ -31,12 +32,13 @@ class ResultSink(Protocol):
 
 
 class NdjsonSink:
-    """Writes each result as one JSON line (the report's per-result shape) to ``path``.
+    """Writes each result as one JSON line (the report's per-result shape) to ``path``, a
+    file only its owner can read (mode 0600: results hold recipients and message text).
     Use it as a context manager, or call :meth:`close`."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = path
-        self._handle: TextIO = open(path, "w", encoding="utf-8")  # noqa: SIM115
+        self._handle: TextIO = open_private(path)
         self.written = 0
 
     def __call__(self, result: MessageResult) -> None:

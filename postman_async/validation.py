@@ -19,6 +19,7 @@ from typing import Any
 
 from yarl import URL
 
+from ._redact import redact_url
 from .errors import ValidationError
 from .models import Language
 
@@ -155,25 +156,39 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
-def validate_base_url(value: object) -> URL:
-    """An https URL, or plain http to a loopback host only (the simulator)."""
+def validate_base_url(value: object, *, allow_idn: bool = False) -> URL:
+    """An https URL, or plain http to a loopback host only (the simulator).
+
+    An internationalised host name (non-ASCII, or a punycode ``xn--`` label) is refused
+    unless ``allow_idn``: ``https://p\u043estman.gov.sg`` (a Cyrillic ``\u043e``) reads
+    as Postman's host but is another, so the error shows its punycode form
+    (``xn--pstman-wqf.gov.sg``). Credentials in the URL are refused and never echoed."""
     if not isinstance(value, (str, URL)):
         raise ValidationError("base_url", f"must be a string, got {type(value).__name__}")
     text = str(value)
+    shown = _show(redact_url(text))
     if _CONTROL.search(text):
         raise ValidationError("base_url", "contains control characters")
     try:
         url = URL(text.rstrip("/"))
+        host = url.raw_host  # ASCII: IDNA-encoded (punycode) where the name is not
     except (ValueError, TypeError) as exc:
-        raise ValidationError("base_url", f"cannot parse {_show(text)}") from exc
-    if url.scheme not in ("https", "http") or not url.host:
-        raise ValidationError("base_url", f"{_show(text)} must be an absolute https URL")
-    if url.scheme == "http" and not is_loopback_host(url.host):
+        raise ValidationError("base_url", f"cannot parse {shown}") from exc
+    if url.scheme not in ("https", "http") or not host:
+        raise ValidationError("base_url", f"{shown} must be an absolute https URL")
+    if url.scheme == "http" and not is_loopback_host(host):
         raise ValidationError(
-            "base_url", f"plain http is only allowed to loopback hosts, not {url.host!r}"
+            "base_url", f"plain http is only allowed to loopback hosts, not {host!r}"
         )
-    if url.query_string or url.fragment or url.user or url.password:
+    if url.query_string or url.fragment or url.raw_user or url.raw_password:
         raise ValidationError("base_url", "must not carry a query, fragment or credentials")
+    if not allow_idn and any(label.startswith("xn--") for label in host.lower().split(".")):
+        raise ValidationError(
+            "base_url",
+            f"the host {host} (its punycode form) is an internationalised name, which may "
+            "imitate another host with look-alike letters (a Cyrillic 'o' for a Latin one); "
+            "it is refused unless allow_idn=True",
+        )
     return url
 
 
@@ -222,7 +237,8 @@ def validate_csv(data: bytes) -> bytes:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ValidationError("csv", "is not UTF-8 text") from exc
+        line = data[: exc.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)].count(b"\n")
+        raise ValidationError("csv", f"is not UTF-8 text (line {line + 1})") from exc
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from .. import errors
 from .._console import Output
+from .._redact import redact_text
 from ..reports import RetryReport
 from . import _parser
 from ._basic import cmd_demo, cmd_list, cmd_send, cmd_send_batch, cmd_simulator, cmd_status
@@ -81,11 +84,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.line("interrupted; run the command again to continue")
         return EXIT_INTERRUPTED
     except (errors.PostmanError, CliError) as exc:
-        print(f"postman-async: {describe(exc)}", file=sys.stderr)
+        _error(describe(exc))
         partial = getattr(exc, "report", None)
         if isinstance(partial, RetryReport) and len(partial):
-            print(f"postman-async: done before stopping: {partial.summary()}", file=sys.stderr)
+            _error(f"done before stopping: {partial.summary()}")
         return exit_code(exc)
     except OSError as exc:
-        print(f"postman-async: {exc}", file=sys.stderr)
+        _error(str(exc))
         return EXIT_OTHER
+    except Exception:  # a bug: its traceback, with any credential it quotes masked
+        _error("internal error; please report it with this traceback:")
+        print(redact_text(traceback.format_exc(), _secrets()), end="", file=sys.stderr)
+        return EXIT_OTHER
+
+
+def _error(text: str) -> None:
+    """Print an error line on stderr, with every URL credential (``scheme://user:pw@``),
+    secret query parameter and the API key masked, whatever produced the text."""
+    print(f"postman-async: {redact_text(text, _secrets())}", file=sys.stderr)
+
+
+def _secrets() -> list[str | None]:
+    return [os.environ.get("POSTMAN_API_KEY")]

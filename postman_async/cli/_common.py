@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import stat
 import sys
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO, NoReturn
 
 from .._console import Output
+from .._files import open_private
+from .._redact import redact_url
 from ..client import PostmanClient
+from ..errors import ValidationError
 from ..models import Message
 from ._exit import CliError
 
@@ -22,15 +26,19 @@ def output(args: argparse.Namespace) -> Output:
     return Output(fmt="json" if getattr(args, "json", False) else getattr(args, "format", "table"))
 
 
+#: An API key file larger than this is not a key file (the key is about 50 bytes).
+MAX_KEY_FILE_BYTES = 4096
+#: An IDs file's line longer than this is refused (an ID is at most 200 characters).
+MAX_LINE_BYTES = 4096
+#: IDs are read this many bytes at a time.
+READ_CHUNK = 1 << 16
+
+
 def api_key(args: argparse.Namespace) -> str:
     """The key from ``--api-key-file`` / ``POSTMAN_API_KEY_FILE``, else ``POSTMAN_API_KEY``."""
     path = getattr(args, "api_key_file", None)
     if path:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                key = handle.read().strip()
-        except OSError as exc:
-            raise CliError(f"cannot read the API key file {path}: {exc.strerror}") from exc
+        key = read_key_file(path)
         if not key:
             raise CliError(f"the API key file {path} is empty")
         return key
@@ -40,14 +48,64 @@ def api_key(args: argparse.Namespace) -> str:
     return from_env
 
 
+def read_key_file(path: str) -> str:
+    """A key file's text, stripped: a regular file or a pipe, at most ``MAX_KEY_FILE_BYTES``,
+    UTF-8. Its content is never echoed in an error."""
+    check_readable(path, "the API key file")
+    try:
+        with open(path, "rb") as handle:
+            check_opened(handle.fileno(), path, "the API key file")
+            data = handle.read(MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise CliError(f"cannot read the API key file {path}: {exc.strerror}") from exc
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise CliError(
+            f"the API key file {path} is larger than {MAX_KEY_FILE_BYTES} bytes: not a key file"
+        )
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise CliError(f"the API key file {path} is not UTF-8 text") from None
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def check_readable(path: str, what: str) -> bool:
+    """Refuse (``CliError``, exit 2) a path that is not a regular file or a pipe (FIFO), before
+    it is opened: a directory, a device such as ``/dev/zero``, a socket. True for a regular
+    file, False for a pipe."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise CliError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        raise CliError(f"cannot read {what} {path}: {_kind(mode)}, not a file")
+    return stat.S_ISREG(mode)
+
+
+def check_opened(fd: int, path: str, what: str) -> None:
+    """The same check on the opened file (the path may have changed since it was checked)."""
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        raise CliError(f"cannot read {what} {path}: {_kind(mode)}, not a file")
+
+
 def client(args: argparse.Namespace) -> PostmanClient:
     key = api_key(args)
     if not args.campaign:
         raise CliError("give --campaign or set POSTMAN_CAMPAIGN_ID")
     if args.base_url and not args.base_url.rstrip("/").endswith("/api/v2"):
         print(
-            f"postman-async: hint: the API's base URL ends in /api/v2; {args.base_url} does "
-            "not, so every call may answer 404",
+            f"postman-async: hint: the API's base URL ends in /api/v2; "
+            f"{redact_url(args.base_url)} does not, so every call may answer 404",
             file=sys.stderr,
         )
     return PostmanClient(
@@ -71,28 +129,112 @@ async def ids(args: argparse.Namespace) -> AsyncIterator[str]:
 
 async def lines_of(path: str) -> AsyncIterator[str]:
     """A file's (or stdin's, for ``-``) non-empty lines that are not ``#`` comments,
-    stripped and streamed (never the whole file in memory)."""
-    handle: Any = sys.stdin if path == "-" else await asyncio.to_thread(_open, path)
+    stripped and streamed (never the whole file in memory).
+
+    Only a regular file or a pipe is read (``CliError``, exit 2, for a directory or a device),
+    in chunks of ``READ_CHUNK`` bytes. A line longer than ``MAX_LINE_BYTES`` or not UTF-8
+    raises :class:`ValidationError` naming its line number, having read at most one chunk
+    past it."""
+    reader = await asyncio.to_thread(LineReader.open, path)
     try:
-        while chunk := await asyncio.to_thread(handle.readlines, 1 << 16):
-            for line in chunk:
-                text = line.strip()
-                if text and not text.startswith("#"):
-                    yield text
+        while batch := await asyncio.to_thread(reader.next_batch):
+            for text in batch:
+                yield text
     finally:
-        if handle is not sys.stdin:
+        reader.close()
+
+
+class LineReader:
+    """The IDs of a file or stdin, read in bounded chunks (see :func:`lines_of`)."""
+
+    def __init__(self, handle: BinaryIO, name: str, *, regular: bool, owned: bool) -> None:
+        self._handle = handle
+        self.name = name
+        #: a regular file (it can be read again); False for a pipe or stdin
+        self.regular = regular
+        self._owned = owned
+        self._rest = b""
+        self._line = 0  # lines split off so far
+        self._done = False
+
+    @classmethod
+    def open(cls, path: str) -> LineReader:
+        """A reader of ``path`` (``-``: stdin). Raises ``CliError`` (exit 2) for a path that
+        cannot be read or is not a regular file or a pipe."""
+        if path == "-":
+            stdin: Any = getattr(sys.stdin, "buffer", None)
+            if stdin is None:
+                raise CliError("cannot read the IDs from stdin: it is not a byte stream")
+            return cls(stdin, "stdin", regular=False, owned=False)
+        regular = check_readable(path, "the IDs file")
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise CliError(f"cannot read the IDs file {path}: {exc.strerror}") from exc
+        try:
+            check_opened(handle.fileno(), path, "the IDs file")
+        except BaseException:
             handle.close()
+            raise
+        return cls(handle, path, regular=regular, owned=True)
 
+    def close(self) -> None:
+        if self._owned:
+            self._handle.close()
 
-def _open(path: str) -> Any:
-    try:
-        return open(path, encoding="utf-8")
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}") from exc
+    def _read(self) -> bytes:
+        read1 = getattr(self._handle, "read1", None)  # what a pipe has now, up to a chunk
+        try:
+            data = read1(READ_CHUNK) if read1 is not None else self._handle.read(READ_CHUNK)
+        except OSError as exc:
+            raise CliError(f"cannot read the IDs file {self.name}: {exc.strerror}") from exc
+        return bytes(data)
+
+    def next_batch(self) -> list[str]:
+        """The next IDs (lines stripped, blank lines and ``#`` comments left out); ``[]`` at
+        the end of the input."""
+        while not self._done:
+            chunk = self._read()
+            if chunk:
+                *lines, rest = (self._rest + chunk).split(b"\n")
+            else:
+                self._done = True
+                lines, rest = ([self._rest] if self._rest else []), b""
+            batch = [text for raw in lines if (text := self._decode(raw))]
+            if len(rest) > MAX_LINE_BYTES:  # no end of line in sight: read no further
+                self._too_long(self._line + 1)
+            self._rest = rest
+            if batch:
+                return batch
+        return []
+
+    def _decode(self, raw: bytes) -> str:
+        self._line += 1
+        if len(raw) > MAX_LINE_BYTES:
+            self._too_long(self._line)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValidationError(
+                "ids_file",
+                f"{self.name}: line {self._line} is not UTF-8 text "
+                f"(byte {exc.start + 1} of the line)",
+            ) from None
+        if self._line == 1:
+            text = text.removeprefix("\ufeff")  # a byte order mark
+        text = text.strip()
+        return "" if text.startswith("#") else text
+
+    def _too_long(self, line: int) -> NoReturn:
+        raise ValidationError(
+            "ids_file",
+            f"{self.name}: line {line} is longer than {MAX_LINE_BYTES} bytes (one ID per line)",
+        )
 
 
 def write_lines(path: str, lines: Sequence[str]) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
+    """Write ``lines`` to ``path``, private to its owner (mode 0600)."""
+    with open_private(path) as handle:
         handle.writelines(f"{line}\n" for line in lines)
 
 

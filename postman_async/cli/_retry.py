@@ -13,12 +13,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from .._console import Output
-from ..errors import PostmanError
+from .._files import open_private
+from ..errors import PostmanError, ValidationError
 from ..models import MessageStatus
 from ..orchestrator import RetryOrchestrator
 from ..reports import Outcome, RetryReport, SettleProgress
 from ..rules import NOT_WORTH_RETRYING
-from ._common import client, counts_text, ids, write_lines
+from ._common import LineReader, check_readable, client, counts_text, ids, write_lines
 from ._exit import (
     EXIT_INTERRUPTED,
     EXIT_NOT_FIRED,
@@ -59,11 +60,12 @@ async def cmd_retry(args: argparse.Namespace, out: Output) -> int:
         args.message_ids, args.ids_file = [], args.resume
     elif not args.message_ids and not args.ids_file:
         raise CliError("give message IDs or --ids-file FILE|-")
-    source = ids(args)
-    total = await asyncio.to_thread(_count_input, args)
+    total = await asyncio.to_thread(_count_input, args)  # a bad file stops here, before a call
     started = time.monotonic()
+    bad_input: list[BaseException] = []
     async with client(args) as api:
         orchestrator = RetryOrchestrator(api, concurrency=args.concurrency)
+        source = _until_bad_input(ids(args), orchestrator.stop, bad_input)
         with interruptible(orchestrator.stop) as signals:
             progress = lambda: _progress(orchestrator.report, started, total, args.rate_limit)  # noqa: E731
             with out.live(progress) as refresh:
@@ -75,15 +77,36 @@ async def cmd_retry(args: argparse.Namespace, out: Output) -> int:
                     report = orchestrator.report or RetryReport()
                     if not isinstance(exc, asyncio.CancelledError):
                         await _save(args, out, report, source, interrupted=False)
+                        _summary(out, report, 0, None)
                         raise
             interrupted = signals[0] > 0
     left = await _save(args, out, report, source, interrupted=interrupted)
     _summary(out, report, left, args.resume if interrupted else None)
+    if bad_input:  # the IDs before the bad line were done (and reported); the rest was not
+        raise bad_input[0]
     if interrupted:
         return EXIT_INTERRUPTED
     if args.resume and resuming:
         os.remove(args.resume)  # nothing left to resume
     return _retry_exit(report)
+
+
+async def _until_bad_input(
+    source: AsyncIterator[str], stop: Callable[[], None], problems: list[BaseException]
+) -> AsyncIterator[str]:
+    """The IDs of ``source`` until one cannot be read (a line too long, not UTF-8): then the
+    run stops taking IDs, the calls in flight finish, and the error is kept in ``problems``."""
+    try:
+        async for message_id in source:
+            yield message_id
+    except (ValidationError, CliError) as exc:
+        problems.append(exc)
+        stop()
+
+
+def _never_tried(report: RetryReport) -> list[str]:
+    """IDs cancelled before their POST was sent: safe to resume."""
+    return [r.message_id for r in report if r.outcome == Outcome.CANCELLED and r.applied is False]
 
 
 async def _save(
@@ -94,17 +117,18 @@ async def _save(
     *,
     interrupted: bool,
 ) -> int:
-    """Write ``--report`` (partial or whole) and, when stopped early, the IDs not done yet
-    (the resume file). IDs cancelled in flight are not among them: their retry may have
-    been applied, so the report lists them to check first."""
+    """Write ``--report`` (partial or whole) and, when stopped early, the IDs never tried (the
+    resume file): those not taken yet, and those cancelled before their POST was sent. IDs
+    whose retry may have been applied are never among them (a cancelled POST in flight, an
+    outcome unknown, an ID taken with no result): the summary lists them, to check first."""
     left = 0
     if interrupted:
-        pending = [i for i in report.pending]
+        never_tried = _never_tried(report)
         rest = [i async for i in source]
         path = args.resume or f"retry-left-{time.strftime('%Y%m%d-%H%M%S')}.txt"
-        await asyncio.to_thread(write_lines, path, [*pending, *rest])
+        await asyncio.to_thread(write_lines, path, [*never_tried, *rest])
         args.resume = path
-        left = len(pending) + len(rest)
+        left = len(never_tried) + len(rest)
     if args.report:
         data = report.to_dict()
         data["summary"]["interrupted"] = interrupted
@@ -113,9 +137,10 @@ async def _save(
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
+    """Write a report, private to its owner (mode 0600: it holds recipients and texts)."""
     import json
 
-    with open(path, "w", encoding="utf-8") as handle:
+    with open_private(path) as handle:
         json.dump(data, handle, indent=1)
 
 
@@ -136,17 +161,26 @@ def _progress(report: RetryReport | None, started: float, total: int | None, bud
 
 
 def _count_input(args: argparse.Namespace) -> int | None:
-    """How many IDs the input holds (None for stdin: it can be read once only)."""
+    """How many IDs the input holds (None for stdin or a pipe: it can be read once only).
+    Reading a regular file through checks it too: a file that cannot be read, a line too
+    long or not UTF-8 stops the command here, before any call."""
     if args.ids_file == "-":
         return None
     count = len(args.message_ids)
     if args.ids_file:
+        if not check_readable(args.ids_file, "the IDs file"):
+            return None  # a pipe
+        reader = LineReader.open(args.ids_file)
         try:
-            with open(args.ids_file, encoding="utf-8") as handle:
-                count += sum(1 for line in handle if line.strip() and not line.startswith("#"))
-        except OSError:
-            return None  # reading it for real will say why
+            while batch := reader.next_batch():
+                count += len(batch)
+        finally:
+            reader.close()
     return count
+
+
+#: Rows shown per table of IDs (the report has them all).
+SHOWN = 50
 
 
 def _summary(out: Output, report: RetryReport, left: int, resume: str | None) -> None:
@@ -161,18 +195,53 @@ def _summary(out: Output, report: RetryReport, left: int, resume: str | None) ->
         rows += [["duplicates", report.duplicates], ["calls", report.calls]]
         rows += [["elapsed", f"{report.elapsed:.1f}s"]]
         out.table("retry run", ["outcome", "messages"], rows)
-        problems = [r for r in report if r.outcome in (Outcome.ERROR, Outcome.CANCELLED)]
-        if problems:
-            out.table(
-                "not retried (feed these back with --ids-file)",
-                ["id", "outcome", "why"],
-                [[r.message_id, r.outcome.value, r.detail or ""] for r in problems[:50]],
-            )
+        # Safe to send again, unless already saved to the resume file (never both).
+        again = set(report.failures()) - (set(_never_tried(report)) if resume else set())
+        _ids_table(
+            out,
+            "not retried (feed these back with --ids-file)",
+            [
+                [r.message_id, r.outcome.value, r.detail or ""]
+                for r in report
+                if r.message_id in again
+            ],
+        )
+        unsure = set(report.uncertain())  # never "feed these back": check them first
+        _ids_table(
+            out,
+            "outcome unknown: the retry may have been applied (do NOT feed these back to "
+            "retry; check them with `postman-async settle ID...`, which reads before it "
+            "retries)",
+            [
+                [r.message_id, r.outcome.value, r.detail or ""]
+                for r in report
+                if r.message_id in unsure
+            ]
+            + [[i, "pending", "taken, no result recorded"] for i in report.pending],
+        )
+        _ids_table(
+            out,
+            "not retried (errors another run will not fix)",
+            [
+                [r.message_id, r.outcome.value, r.detail or ""]
+                for r in report
+                if r.outcome == Outcome.ERROR and not r.worth_another_run
+            ],
+        )
     if resume:
         out.line(
             f"interrupted: {len(report)} done, {left} not started, saved to {resume}; "
             f"continue with: postman-async retry --resume {resume}"
         )
+
+
+def _ids_table(out: Output, title: str, rows: list[list[Any]]) -> None:
+    if not rows:
+        return
+    more = len(rows) - SHOWN
+    out.table(title, ["id", "outcome", "why"], rows[:SHOWN])
+    if more > 0:
+        out.line(f"... and {more} more (--report has them all)")
 
 
 def _retry_exit(report: RetryReport) -> int:

@@ -224,3 +224,55 @@ def test_validate_csv() -> None:
     ]:
         with pytest.raises(ValidationError, match=match):
             validate_csv(bad)
+
+
+CYRILLIC_O = "\u043e"
+
+
+@pytest.mark.parametrize(
+    ("url", "punycode"),
+    [
+        (f"https://p{CYRILLIC_O}stman.gov.sg/api/v2", "xn--pstman-wqf.gov.sg"),
+        (f"https://test.p{CYRILLIC_O}stman.gov.sg/api/v2", "test.xn--pstman-wqf.gov.sg"),
+        ("https://xn--pstman-wqf.gov.sg/api/v2", "xn--pstman-wqf.gov.sg"),  # already punycode
+        ("https://POSTMAN.XN--PSTMAN-WQF.gov.sg/api/v2", "postman.xn--pstman-wqf.gov.sg"),
+    ],
+)
+def test_look_alike_hosts_refused_showing_their_punycode(url: str, punycode: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        validate_base_url(url)
+    assert info.value.field == "base_url"
+    assert punycode in str(info.value) and "internationalised" in str(info.value)
+    assert CYRILLIC_O not in str(info.value)
+
+
+def test_look_alike_hosts_accepted_only_when_asked() -> None:
+    url = validate_base_url(f"https://p{CYRILLIC_O}stman.gov.sg/api/v2", allow_idn=True)
+    assert url.raw_host == "xn--pstman-wqf.gov.sg"
+    assert (
+        str(validate_base_url("https://postman.gov.sg/api/v2")) == "https://postman.gov.sg/api/v2"
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:hunter2SECRET@h.sg/api/v2",
+        "https://:hunter2SECRET@h.sg/api/v2",
+        "ftp://user:hunter2SECRET@h.sg/api/v2",
+        "https://user:hunter2SECRET@[::1/api",
+        "http://user:hunter2SECRET@10.0.0.1/api",
+    ],
+)
+def test_base_url_credentials_are_refused_never_echoed(url: str) -> None:
+    with pytest.raises(ValidationError, match="base_url") as info:
+        validate_base_url(url)
+    assert "hunter2SECRET" not in str(info.value)
+
+
+def test_csv_not_utf8_names_its_line() -> None:
+    data = b"recipient,language,body\n6591234567,english,ok\n" + b"6591234568,english,\xff\n"
+    with pytest.raises(ValidationError, match=r"not UTF-8 text \(line 3\)"):
+        validate_csv(data)
+    with pytest.raises(ValidationError, match=r"line 3\)"):
+        validate_csv(b"\xef\xbb\xbf" + data)  # after a byte order mark

@@ -5,6 +5,7 @@ from ._version import __version__
 from .client import PRODUCTION_URL, TEST_URL, PostmanClient
 from .converter import converter
 from .errors import (
+    AmbiguousSendError,
     APIError,
     AuthenticationError,
     BadRequestError,
@@ -15,6 +16,7 @@ from .errors import (
     MessageNotRetryableError,
     NoFailedBatchMessagesError,
     NotFoundError,
+    NotSentError,
     OutcomeUnknownError,
     ParameterInvalidError,
     PermissionDeniedError,
@@ -67,6 +69,7 @@ __all__ = [
     "PRODUCTION_URL",
     "TEST_URL",
     "APIError",
+    "AmbiguousSendError",
     "AttemptCap",
     "AuthenticationError",
     "BadRequestError",
@@ -91,6 +94,7 @@ __all__ = [
     "NdjsonSink",
     "NoFailedBatchMessagesError",
     "NotFoundError",
+    "NotSentError",
     "Outcome",
     "OutcomeUnknownError",
     "OutcomesReport",

@@ -8,14 +8,14 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
 import aiohttp
 import attrs
 
-from . import telemetry
+from . import _send_readback, telemetry
 from ._csv_input import CsvSource, read_csv
 from ._session import DEFAULT_MAX_RESPONSE_BYTES, HttpSession, RawResponse, shared_retry_budget
 from .converter import decode
@@ -77,6 +77,8 @@ class PostmanClient:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        resend_if_not_found: bool = False,
+        readback_waits: Sequence[float] = _send_readback.DEFAULT_WAITS,
     ) -> None:
         key = validate_api_key(api_key)
         self.campaign_id = validate_id("campaign_id", campaign_id)
@@ -111,6 +113,8 @@ class PostmanClient:
         #: What this client has learned of the server's attempt cap (shared by every
         #: orchestrator over this client).
         self.attempt_cap = AttemptCap()
+        #: The IDs it created or returned, and how a lost send is read back (shared by views).
+        self._readback = _send_readback.ReadbackState.of(sleep, readback_waits, resend_if_not_found)
 
     def __repr__(self) -> str:
         return f"PostmanClient(campaign_id={self.campaign_id!r}, base_url={self.base_url!r})"
@@ -222,22 +226,18 @@ class PostmanClient:
         values: Mapping[str, str],
         *,
         priority: Priority | None = None,
+        resend_if_not_found: bool | None = None,
     ) -> Message:
         """Send one SMS (``POST /campaigns/{id}/messages``); returns the created message.
 
-        Never re-sent after an ambiguous failure: that raises :class:`OutcomeUnknownError`.
+        Never re-sent blindly: a lost or unreadable answer is read back, and the message found
+        is returned with ``confirmed_by_readback=True``; else :class:`NotSentError`,
+        :class:`AmbiguousSendError` or :class:`OutcomeUnknownError` says what was found.
+        ``resend_if_not_found`` (default: the client's, off): one re-send after NotSentError.
         """
         request = send_message_request(self.campaign_id, recipient, language, values)
-        raw = await self._send(request, priority)
-        try:
-            return decode(Message, decode_body(raw.body))
-        except MalformedResponseError as exc:
-            raise OutcomeUnknownError(
-                f"the message was created (HTTP {raw.status}) but the answer could not be "
-                f"read ({exc}); do not send it again",
-                cause=exc,
-                applied=True,
-            ) from exc
+        resend = resend_if_not_found
+        return await _send_readback.send_message(self, request, priority, resend=resend)
 
     async def get_message(self, message_id: str, *, priority: Priority | None = None) -> Message:
         """Read one message, with its attempts, template body and batches."""
@@ -361,14 +361,14 @@ class PostmanClient:
 
         ``rows_or_csv``: row mappings (``recipient``, ``language`` and the template variables),
         CSV ``bytes``/``str`` content, a path (``os.PathLike``) or an open file. The CSV is
-        checked as the API would before it is sent.
+        checked as the API would before it is sent. A lost or unreadable answer is read back
+        as for :meth:`send_message` (then one page of the batch found confirms it).
         """
         csv_bytes = await read_csv(rows_or_csv)
         if not filename.endswith(".csv") or any(c in filename for c in '/\\"\r\n'):
             raise ValidationError("filename", "must be a plain name ending in .csv")
         request = send_batch_request(self.campaign_id, csv_bytes, filename)
-        result: BatchSendResult = await self._call(request, priority, BatchSendResult)
-        return result
+        return await _send_readback.send_batch(self, request, priority)
 
     async def retry_batch(self, batch_id: str, *, priority: Priority | None = None) -> None:
         """Retry every failed message of a batch (201, no body).

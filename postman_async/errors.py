@@ -4,11 +4,14 @@
 - :class:`APIError`: the server answered with an error status; one subclass per documented code.
 - :class:`TransportError`: no usable answer (connection, timeout, malformed or oversized body).
 - :class:`OutcomeUnknownError`: a POST may or may not have been applied; it was not re-sent.
+  A send or batch upload that lost its answer is read back first: :class:`NotSentError`
+  (not found by then) and :class:`AmbiguousSendError` (several candidates) say what was found.
 - :class:`RetryBudgetExhaustedError`: the campaign's HTTP retry budget is spent (an outage).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 
@@ -179,6 +182,59 @@ class OutcomeUnknownError(PostmanError):
         self.applied = applied
         self.sent_at = sent_at
         super().__init__(description)
+
+
+class AmbiguousSendError(OutcomeUnknownError):
+    """A send or batch upload lost its answer, and reading back found more than one message
+    (or batch) that could be it, or one that could not be placed in time. Nothing was
+    re-sent. ``candidates``: the messages (:class:`~postman_async.models.Message`) or batches
+    (:class:`~postman_async.models.BatchSendResult`) found, newest first; ``applied`` is
+    ``None``. Check them (and your own other sends) before sending again."""
+
+    def __init__(
+        self,
+        description: str,
+        *,
+        candidates: tuple[Any, ...] = (),
+        cause: BaseException | None = None,
+        sent_at: float | None = None,
+    ) -> None:
+        super().__init__(
+            description, cause=cause, observed=candidates, applied=None, sent_at=sent_at
+        )
+        self.candidates = tuple(candidates)
+
+
+class NotSentError(OutcomeUnknownError):
+    """A send or batch upload lost its answer, and reading back did not find it: *not found
+    by then*, never *certainly not sent* (a request still in flight at the server could
+    create it later). It was not re-sent, unless ``resend_if_not_found`` asked for one
+    re-send. ``applied`` is ``False`` (as of the last read).
+
+    ``recipient``: the recipient searched, masked but for its last 4 digits;
+    ``searched_from``: the earliest creation time searched (the POST's time on the server's
+    clock, less the skew allowance); ``searched_at``: the server's time of the last read;
+    ``reads``: the listing reads made; ``resent``: whether this was the one opted-in re-send.
+    """
+
+    def __init__(
+        self,
+        description: str,
+        *,
+        recipient: str | None = None,
+        searched_from: datetime | None = None,
+        searched_at: datetime | None = None,
+        reads: int = 0,
+        resent: bool = False,
+        cause: BaseException | None = None,
+        sent_at: float | None = None,
+    ) -> None:
+        super().__init__(description, cause=cause, applied=False, sent_at=sent_at)
+        self.recipient = recipient
+        self.searched_from = searched_from
+        self.searched_at = searched_at
+        self.reads = reads
+        self.resent = resent
 
 
 class RetryBudgetExhaustedError(PostmanError):

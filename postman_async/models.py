@@ -154,6 +154,9 @@ class Message:
     message_attempts: tuple[MessageAttempt, ...] | None = None
     num_attempts: int | None = None
     error: str | None = None
+    #: Set by the client, never by the server: the send's answer was lost (or unreadable)
+    #: and this message was found by reading the recipient's messages back.
+    confirmed_by_readback: bool = attrs.field(default=False, eq=False)
 
     @property
     def attempt_count(self) -> int | None:
@@ -224,3 +227,6 @@ class BatchSendResult:
 
     batch_id: str
     is_valid: bool = True
+    #: Set by the client: the upload's answer was lost (or unreadable) and this batch was
+    #: found by reading back (a search by recipient, confirmed by one page of the batch).
+    confirmed_by_readback: bool = attrs.field(default=False, eq=False)

@@ -1,7 +1,7 @@
 """Test support: a faithful local Postman v2 simulator and a pytest plugin."""
 
 from .gateway import Faults, RequestRecord
-from .ground_truth import PostLedger, send_key
+from .ground_truth import PostLedger, batch_key, send_key
 from .network import Network
 from .process import SimulatorProcess
 from .simulator import PostmanSimulator, SimulatorStats
@@ -17,5 +17,6 @@ __all__ = [
     "RequestRecord",
     "SimulatorProcess",
     "SimulatorStats",
+    "batch_key",
     "send_key",
 ]

@@ -187,6 +187,7 @@ class Endpoints:
             message.attempts.append(self.sim._attempt(message, now))
             batch.message_ids.append(message.id)
             self.sim.posts.record_send(recipient, values)
+        self.sim.posts.record_batch_upload((recipient, values) for recipient, _, values in rows)
         return web.json_response({"isValid": True, "batchId": batch.id}, status=201)
 
     def _parse_batch(

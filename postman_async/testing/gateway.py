@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
+from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -32,6 +33,11 @@ class Faults:
     latency_rate: float = 1.0  # ... to this share of responses
     malformed_json_rate: float = 0.0  # processed, then a truncated JSON body
     competing_share: float = 0.0  # share of each campaign's budget taken by another client
+    server_error_after_rate: float = 0.0  # processed, then answered 500/502/503
+    #: the body of a malformed answer (truncated JSON by default; ``b""``: empty; garbage)
+    malformed_body: bytes = b'{"id": "message_trunc'
+    #: only requests with these methods get the per-request faults (empty: every request)
+    only_methods: tuple[str, ...] = ()
 
 
 @attrs.define
@@ -85,24 +91,33 @@ class Gateway:
         record.route = resource.canonical if resource is not None else "(no route)"
         record.campaign_id = request.match_info.get("campaign_id")
         faults = self.sim.faults
-        if self._chance(faults.reset_before_rate):
+        targeted = not faults.only_methods or request.method in faults.only_methods
+
+        def chance(rate: float) -> bool:
+            return targeted and self._chance(rate)
+
+        if chance(faults.reset_before_rate):
             return self._drop(request)
         response: web.StreamResponse
-        if self._chance(faults.server_error_rate):
+        if chance(faults.server_error_rate):
             response = self._server_error()
         else:
             response = await self._authorised(request, handler, record)
-            if self._chance(faults.reset_after_rate):
+            if chance(faults.reset_after_rate):
                 return self._drop(request)
-            if response.status < 300 and self._chance(faults.malformed_json_rate):
+            if response.status < 300 and chance(faults.server_error_after_rate):
+                response = self._server_error()
+            if response.status < 300 and chance(faults.malformed_json_rate):
                 response = web.Response(
                     status=response.status,
-                    body=b'{"id": "message_trunc',
+                    body=faults.malformed_body,
                     content_type="application/json",
                 )
-            if faults.latency > 0 and self._chance(faults.latency_rate):
+            if faults.latency > 0 and chance(faults.latency_rate):
                 await asyncio.sleep(faults.latency)
         record.status = response.status
+        # The Date header on the simulator's clock (as its timestamps), not the host's.
+        response.headers.setdefault("Date", formatdate(self.sim.now(), usegmt=True))
         return response
 
     async def _authorised(

@@ -11,17 +11,24 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 
 SendKey = tuple[str, str]
+BatchKey = str
 
 
 def send_key(recipient: str, values: Mapping[str, Any]) -> SendKey:
     """The intended action of a send: the recipient and its values (canonical JSON)."""
     return recipient, json.dumps(dict(values), sort_keys=True, ensure_ascii=False)
+
+
+def batch_key(rows: Iterable[tuple[str, Mapping[str, Any]]]) -> BatchKey:
+    """The intended action of a batch upload: its rows' (recipient, values), in file order."""
+    content = [[recipient, dict(values)] for recipient, values in rows]
+    return json.dumps(content, sort_keys=True, ensure_ascii=False)
 
 
 @attrs.define
@@ -43,9 +50,14 @@ class PostLedger:
     #: batches flipped to ``messages_enqueuing_failed`` by a batch retry that found a message
     #: still ``created`` (``unresolved_batch_messages``)
     flipped_batches: Counter[str] = attrs.field(factory=Counter)
+    #: batch-upload POSTs that created a batch, per file content (:func:`batch_key`)
+    batch_uploads: Counter[BatchKey] = attrs.field(factory=Counter)
 
     def record_send(self, recipient: str, values: Mapping[str, Any]) -> None:
         self.sends[send_key(recipient, values)] += 1
+
+    def record_batch_upload(self, rows: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+        self.batch_uploads[batch_key(rows)] += 1
 
     def record_retry(self, message_id: str, accepted: bool) -> None:
         self.retries[message_id] += 1
@@ -72,4 +84,7 @@ class PostLedger:
             "acceptedBatchRetries": dict(self.accepted_batch_retries),
             "batchRetriedMessages": dict(self.batch_retried_messages),
             "flippedBatches": dict(self.flipped_batches),
+            "batchUploads": [
+                {"rows": json.loads(key), "posts": n} for key, n in self.batch_uploads.items()
+            ],
         }

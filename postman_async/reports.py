@@ -41,8 +41,11 @@ def _applied_by_outcome(result: MessageResult) -> bool | None:
         return True
     if result.outcome == Outcome.CANCELLED:
         return None  # cancelled in flight: its POST may have gone out
-    if result.outcome == Outcome.ERROR and isinstance(result.error, OutcomeUnknownError):
-        return result.error.applied
+    if result.outcome == Outcome.ERROR:
+        if isinstance(result.error, OutcomeUnknownError):
+            return result.error.applied
+        if result.error is None:
+            return None  # an error no exception explains: a POST cannot be ruled out
     return False
 
 
@@ -54,9 +57,11 @@ class MessageResult:
     ``applied`` says whether this run's retry took: ``True`` (retried), ``False`` (it did not:
     refused, never sent, or read back and shown not to have taken) or ``None`` (unknown: a
     POST went out, or may have, and no answer or read shows what it did; see
-    :attr:`uncertain`). Left out, it follows from the outcome and the error: ``True`` for
-    ``RETRIED``, ``None`` for ``CANCELLED``, the error's ``applied`` for an
-    :class:`OutcomeUnknownError`, else ``False``."""
+    :attr:`uncertain`). Left out, it follows from the outcome and the error, erring on the
+    side of unknown: ``True`` for ``RETRIED``; ``None`` for ``CANCELLED`` and for an
+    ``ERROR`` without an exception; the error's ``applied`` for an
+    :class:`OutcomeUnknownError` (the only error a POST that may have been applied raises);
+    else ``False``."""
 
     message_id: str
     outcome: Outcome

@@ -356,7 +356,9 @@ def _known(message_id: str, base: str) -> MessageState | None:
 
 
 def _cancelled(message_id: str) -> MessageResult:
-    return MessageResult(message_id, Outcome.CANCELLED, "not retried: the job was cancelled")
+    return MessageResult(
+        message_id, Outcome.CANCELLED, "not retried: the job was cancelled", applied=False
+    )
 
 
 async def _redis_ms(store: JobStore) -> int:

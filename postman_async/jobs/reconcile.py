@@ -71,7 +71,8 @@ def reconcile(
     status, attempts = message.latest_status, message.attempt_count
     if intent.attempts is not None and attempts is not None:
         if attempts > intent.attempts:
-            return Verdict(_took(message_id, f"attempts {intent.attempts} -> {attempts}"))
+            how = f"attempts {intent.attempts} -> {attempts}, now {status}"
+            return Verdict(_took(message_id, how))
         if status == MessageStatus.FAILURE:
             return Verdict(None)
         return Verdict(_not_in_failure(message_id, status))

@@ -143,7 +143,13 @@ async def run_chunk(
         keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await keeper
-        if status not in (ChunkStatus.DONE, ChunkStatus.LOST):
+        if status == ChunkStatus.LOST:
+            logger.info(
+                "job %s chunk %d: fenced out (the lease moved on to a newer holder); no new POST",
+                store.job_id,
+                chunk,
+            )
+        elif status != ChunkStatus.DONE:
             with contextlib.suppress(Exception):
                 await store.run("RELEASE_LEASE", chunk, lease.epoch)
 
@@ -290,6 +296,13 @@ class _ChunkRun:
     async def _settle(self, message_id: str, intent: Intent) -> MessageResult | None:
         """A previous holder's intent: wait until its POST is certainly over, then read."""
         settled = intent.settled_at_ms(self.settings.window, self.settings.http_timeout)
+        logger.info(
+            "job %s chunk %d: taking over %s from a holder that stopped; reading it once its "
+            "POST is settled",
+            self.store.job_id,
+            self.chunk,
+            message_id,
+        )
         while (now := await _redis_ms(self.store)) < settled:
             if self.lease.lost:
                 raise LeaseLost(f"chunk {self.chunk}: lease lost while settling {message_id}")

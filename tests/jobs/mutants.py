@@ -36,6 +36,17 @@ return now
     )
 
 
+def live_lease_only() -> None:
+    """The intent script checks that the chunk's lease is live, not whose epoch it is."""
+    from postman_async.jobs import _lua
+
+    _lua.WRITE_INTENT = _lua.WRITE_INTENT.replace(
+        "if e ~= tonumber(ARGV[2]) or u <= now then return -1 end",
+        "if not e or u <= now then return -1 end",
+    )
+    assert "if not e or u <= now" in _lua.WRITE_INTENT
+
+
 def no_window() -> None:
     """A POST goes out however long ago its intent was written."""
     from postman_async.jobs import runner
@@ -57,6 +68,7 @@ MUTATIONS: dict[str, Callable[[], None]] = {
     "no_reconcile": no_reconcile,
     "no_fencing": no_fencing,
     "no_window": no_window,
+    "live_lease_only": live_lease_only,
     "no_read_first": no_read_first,
 }
 

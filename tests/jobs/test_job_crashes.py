@@ -62,7 +62,7 @@ async def test_duplicates_and_invalid_ids_get_one_result_each(
 
 
 @pytest.mark.parametrize("point", ["after_intent", "before_result"])
-@pytest.mark.simulator("--retry-failure-rate", "1.0")
+@pytest.mark.simulator("--retry-failure-rate", "1.0", "--time-scale", "20")
 async def test_sigkill_around_the_post_sends_no_second_post(
     redis: aioredis.Redis, simulator: Sim, workers: Workers, point: str
 ) -> None:
@@ -73,20 +73,57 @@ async def test_sigkill_around_the_post_sends_no_second_post(
     assert_against_ground_truth(results, set(simulator.ids), stats)
     assert stats["posts"]["retries"][victim] == 1
     assert results[victim]["outcome"] == "retried"
-    if point == "before_result":
+    if point == "before_result":  # read after it failed again: still never re-POSTed
+        assert "now failure" in results[victim]["detail"], results[victim]
         assert "not re-sent" in results[victim]["detail"]
 
 
 @pytest.mark.parametrize("point", ["before_intent", "after_intent", "before_post"])
 async def test_a_stopped_worker_resumed_after_its_lease_moved_on_is_fenced_out(
-    redis: aioredis.Redis, simulator: Sim, workers: Workers, point: str
+    redis: aioredis.Redis, simulator: Sim, workers: Workers, point: str, tmp_path: Path
 ) -> None:
-    results, stats, victim = await stop_scenario(redis, simulator, workers, point)
+    results, stats, victim = await stop_scenario(redis, simulator, workers, point, tmp_path)
+    assert_against_ground_truth(results, set(simulator.ids), stats)
+    assert stats["posts"]["retries"][victim] == 1
+
+
+async def test_a_stale_worker_resumed_while_the_new_holder_works_the_chunk_is_fenced_out(
+    redis: aioredis.Redis, simulator: Sim, workers: Workers, tmp_path: Path
+) -> None:
+    results, stats, victim = await stale_against_live_holder(redis, simulator, workers, tmp_path)
     assert_against_ground_truth(results, set(simulator.ids), stats)
     assert stats["posts"]["retries"][victim] == 1
 
 
 Outcome = tuple[dict[str, dict[str, Any]], dict[str, Any], str]
+
+
+async def stale_against_live_holder(
+    redis: aioredis.Redis, sim: Sim, workers: Workers, tmp_path: Path, mutation: str | None = None
+) -> Outcome:
+    """W1 is SIGSTOPped before its intent for the victim. W2 takes the chunk over once W1's
+    lease lapsed, writes its own intent for the victim and is SIGSTOPped as its POST is about
+    to go out, its lease still live. W1 is resumed then, while W2 holds the chunk: it must be
+    fenced out (logged), not POST. Then W2 goes on and POSTs, within its window."""
+    victim = sim.ids[3]
+    stale_log = tmp_path / "stale.log"
+    stale = workers.start(
+        failpoints=f"before_intent={victim}@stop", log=str(stale_log), mutation=mutation
+    )
+    store = await run_job(redis, sim, "stale-live", sim.ids, window=3.0, lease_ttl=4.0)
+    await _until(lambda: _is_stopped(stale.pid))
+    holder = workers.start(failpoints=f"before_post={victim}@stop", mutation=mutation)
+    await _until(lambda: _is_stopped(holder.pid))
+    stale.send_signal(signal.SIGCONT)
+
+    async def stale_acted() -> bool:
+        posted = (await sim.stats())["posts"]["retries"].get(victim, 0) > 0
+        return posted or "fenced out" in stale_log.read_text()
+
+    await _until(stale_acted)
+    holder.send_signal(signal.SIGCONT)
+    await wait_finished(store)
+    return await results_by_id(store), await sim.stats(), victim
 
 
 async def kill_scenario(
@@ -103,18 +140,30 @@ async def kill_scenario(
 
 
 async def stop_scenario(
-    redis: aioredis.Redis, sim: Sim, workers: Workers, point: str, mutation: str | None = None
+    redis: aioredis.Redis,
+    sim: Sim,
+    workers: Workers,
+    point: str,
+    tmp_path: Path,
+    mutation: str | None = None,
 ) -> Outcome:
     """A worker SIGSTOPped at ``point`` for one message, resumed once another worker has
     taken its chunk over and finished the job."""
     victim = sim.ids[3]
-    stopped = workers.start(failpoints=f"{point}={victim}@stop", mutation=mutation)
+    log = tmp_path / "stopped.log"
+    stopped = workers.start(failpoints=f"{point}={victim}@stop", mutation=mutation, log=str(log))
     store = await run_job(redis, sim, f"stop-{point}", sim.ids)
     await _until(lambda: _is_stopped(stopped.pid))
     workers.start(mutation=mutation)
     await wait_finished(store)
+    posted_before = (await sim.stats())["posts"]["retries"].get(victim, 0)
     stopped.send_signal(signal.SIGCONT)
-    await asyncio.sleep(1.5)  # room for a fenced-out POST to go out, if it could
+
+    async def stale_acted() -> bool:  # it POSTed again, or it logged that it was fenced out
+        posted = (await sim.stats())["posts"]["retries"].get(victim, 0) > posted_before
+        return posted or "fenced out" in log.read_text()
+
+    await _until(stale_acted)
     return await results_by_id(store), await sim.stats(), victim
 
 
@@ -261,8 +310,14 @@ async def test_supervisor_rekicks_only_what_stalled(redis: aioredis.Redis, simul
     await submit_job(redis, "sup", simulator.ids, simulator.settings(lease_ttl=1.0), kick=record)
     assert sorted(kicked) == [0, 1, 2, 3]
     assert await supervise_once(redis, record) == 0  # just kicked: debounced
-    await asyncio.sleep(2.1)  # twice the lease TTL, and nobody took them
-    assert await supervise_once(redis, record) == 4
+    kicked.clear()
+
+    async def all_kicked_again() -> bool:  # after twice the lease TTL, nobody having taken them
+        await supervise_once(redis, record)
+        return len(kicked) >= 4
+
+    await _until(all_kicked_again)
+    assert sorted(kicked) == [0, 1, 2, 3]  # each once: the claim is debounced
 
 
 # -- helpers ------------------------------------------------------------------------------------

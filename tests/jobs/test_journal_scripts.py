@@ -1,0 +1,50 @@
+"""The journal's Lua scripts, each rule on its own against a real redis-server: what the job
+tests exercise through worker processes, pinned here so that a script that loses a rule
+fails at once (tools/mutants.py plants these)."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from postman_async.jobs import JobSettings, JobStore
+
+SETTINGS = JobSettings(campaign_id="campaign_a", chunks=1, lease_ttl=5.0)
+
+
+async def job(redis: aioredis.Redis, ids: list[str]) -> JobStore:
+    store = JobStore(redis, "scripts")
+    await store.create(SETTINGS)
+    await store.submit(ids)
+    return store
+
+
+async def test_a_result_under_a_superseded_intent_is_refused(redis: aioredis.Redis) -> None:
+    store = await job(redis, ["m1"])
+    _, old_epoch, _ = await store.run("TAKE_LEASE", 0, "w1", 5000)
+    at = await store.run("WRITE_INTENT", 0, old_epoch, "m1", "1|failure")
+    stale_intent = f"{old_epoch}|{at}|1|failure"
+    await redis.hdel(store.key("leases"), "0")  # the lease lapsed; a newer holder took it
+    _, new_epoch, _ = await store.run("TAKE_LEASE", 0, "w2", 5000)
+    assert await store.run("WRITE_INTENT", 0, old_epoch, "m1", "1|failure") == -1  # fenced
+    assert await store.run("WRITE_INTENT", 0, new_epoch, "m1", "1|failure") > 0
+    # The stale holder's result, compared with the intent it wrote: refused.
+    assert await store.run("WRITE_RESULT", 0, "m1", stale_intent, "{}", "retried", 1) == -1
+    assert (await store.progress()).done == 0
+
+
+async def test_a_chunk_with_fewer_results_than_ids_is_not_done(redis: aioredis.Redis) -> None:
+    store = await job(redis, ["m1", "m2", "m3"])
+    _, epoch, _ = await store.run("TAKE_LEASE", 0, "w1", 5000)
+    for message_id in ("m1", "m2", "m3"):
+        assert await store.run("WRITE_RESULT", 0, message_id, "", "{}", "retried", 1) == 1
+    await redis.hdel(store.key("c", 0, "res"), "m2")  # what an eviction would do
+    assert await store.run("FINISH_CHUNK", 0, epoch) == -2
+    await redis.hset(store.key("c", 0, "res"), "m2", "{}")
+    assert await store.run("FINISH_CHUNK", 0, epoch) == 2  # done, and the job finished
+
+
+async def test_a_job_is_not_created_over_a_lost_jobs_remnants(redis: aioredis.Redis) -> None:
+    store = await job(redis, ["m1"])
+    await redis.delete(store.key("meta"))  # the meta evicted; the counters survive
+    assert await store.run("CREATE", "marker", "campaign_id", "campaign_a", "chunks", "1") == -1
+    assert not await redis.exists(store.key("meta"))

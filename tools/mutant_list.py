@@ -1,0 +1,187 @@
+"""The bugs ``tools/mutants.py`` plants: one exact snippet of one file each, and the tests that
+must catch it. Realistic slips in the safety-critical code (the journal's Lua, reconcile,
+read-back, the limiter, the planner, validation, sinks, trust boundaries), not syntax errors.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class Mutant:
+    name: str
+    file: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+    why: str
+
+
+JOBS = "tests/jobs"
+M = Mutant
+
+MUTANTS: list[Mutant] = [
+    # -- the job journal (jobs/_lua.py, jobs/reconcile.py, jobs/store.py) ---------------------
+    M(
+        "intent_live_lease_only",
+        "postman_async/jobs/_lua.py",
+        "if e ~= tonumber(ARGV[2]) or u <= now then return -1 end\n"
+        "if redis.call('HEXISTS', c .. ':res', ARGV[3]) == 1 then return -2 end",
+        "if not e or u <= now then return -1 end\n"
+        "if redis.call('HEXISTS', c .. ':res', ARGV[3]) == 1 then return -2 end",
+        (
+            f"{JOBS}/test_job_crashes.py::test_a_stale_worker_resumed_while_the_new_holder_works_the_chunk_is_fenced_out",
+        ),
+        "the intent script checks that a lease is live, not whose epoch it is",
+    ),
+    M(
+        "result_without_cas",
+        "postman_async/jobs/_lua.py",
+        "if cur ~= ARGV[3] then return -1 end",
+        "",
+        (f"{JOBS}/test_journal_scripts.py",),
+        "a result is written whatever intent is now recorded",
+    ),
+    M(
+        "finish_ignores_lost_results",
+        "postman_async/jobs/_lua.py",
+        "if redis.call('HLEN', c .. ':res') < expected then return -2 end",
+        "",
+        (f"{JOBS}/test_journal_scripts.py",),
+        "a chunk with fewer results than IDs is marked done",
+    ),
+    M(
+        "create_over_remnants",
+        "postman_async/jobs/_lua.py",
+        "if redis.call('HEXISTS', p .. ':count', 'created_ms') == 1 then return -1 end",
+        "",
+        (f"{JOBS}/test_journal_scripts.py",),
+        "a job whose meta was lost is created again over its remnants",
+    ),
+    M(
+        "reconcile_failure_before_attempts",
+        "postman_async/jobs/reconcile.py",
+        "        if attempts > intent.attempts:\n",
+        "        if attempts > intent.attempts and status != MessageStatus.FAILURE:\n",
+        ("tests/unit/test_job_reconcile.py",),
+        "reconcile checks `failure` before the attempt count (re-POSTs a retry that failed again)",
+    ),
+    M(
+        "read_first_ignores_count",
+        "postman_async/jobs/reconcile.py",
+        "        if attempts > base:  # exact",
+        "        if attempts > base + 1:  # exact",
+        ("tests/unit/test_job_reconcile.py",),
+        "a re-submitted job misses an attempt the lost job added",
+    ),
+    M(
+        "read_first_skew_sign",
+        "postman_async/jobs/reconcile.py",
+        ">= since_ms - CLOCK_SKEW_MS",
+        ">= since_ms + CLOCK_SKEW_MS",
+        ("tests/unit/test_job_reconcile.py",),
+        "the clock-skew allowance is applied the wrong way",
+    ),
+    M(
+        "lost_job_looks_new",
+        "postman_async/jobs/store.py",
+        "        if chunks is None and not tomb and count_ms is None:",
+        "        if chunks is None:",
+        (
+            f"{JOBS}/test_job_data_loss.py::test_lost_job_data_is_told_and_a_resubmission_posts_nothing_twice",
+        ),
+        "a job whose data Redis lost looks never created",
+    ),
+    # -- trust boundaries --------------------------------------------------------------------
+    M(
+        "pin_ignored",
+        "postman_async/jobs/config.py",
+        '        if base_url is not None and base_url.rstrip("/") != campaign.base_url:',
+        "        if False:",
+        ("tests/jobs/test_job_trust.py",),
+        "a job pinned to another base URL is run",
+    ),
+    M(
+        "unknown_campaign_served",
+        "postman_async/jobs/config.py",
+        "        if campaign is None:\n            served",
+        "        if campaign is None and not campaign_id:\n            served",
+        ("tests/jobs/test_job_trust.py::test_worker_configuration_from_environment_and_file",),
+        "a campaign the worker is not configured for is not refused",
+    ),
+    M(
+        "cap_on_compressed_bytes",
+        "postman_async/_body.py",
+        "                if self.size > self.limit:",
+        "                if self.received > self.limit:",
+        ("tests/security/test_decompression_bomb.py",),
+        "the response cap counts compressed bytes",
+    ),
+    M(
+        "private_file_mode",
+        "postman_async/_files.py",
+        "PRIVATE_MODE = 0o600",
+        "PRIVATE_MODE = 0o644",
+        ("tests/unit/test_files.py", "tests/cli/test_cli_files.py"),
+        "reports and sinks readable by everyone",
+    ),
+    M(
+        "password_kept",
+        "postman_async/_redact.py",
+        '    return f"{user}:{MASK}" if colon else MASK',
+        "    return userinfo",
+        ("tests/unit/test_redact.py", "tests/security/test_cli_leaks.py"),
+        "a URL's password is printed",
+    ),
+    M(
+        "idn_allowed",
+        "postman_async/validation.py",
+        '    if not allow_idn and any(label.startswith("xn--") for label in host.lower().split(".")):',
+        "    if False:",
+        ("tests/unit/test_validation.py",),
+        "a look-alike (IDN) host is accepted",
+    ),
+    # -- sends read back (readback.py) --------------------------------------------------------
+    M(
+        "readback_skew_sign",
+        "postman_async/readback.py",
+        "    return date - timedelta(seconds=max(0.0, elapsed) + max(0.0, skew))",
+        "    return date - timedelta(seconds=max(0.0, elapsed) - max(0.0, skew))",
+        ("tests/unit/test_readback.py",),
+        "the skew allowance narrows the search window instead of widening it",
+    ),
+    M(
+        "readback_known_ids_ignored",
+        "postman_async/readback.py",
+        "        if message.id in seen or message.id in known or match is False:",
+        "        if message.id in seen or match is False:",
+        ("tests/unit/test_readback.py", "tests/safety/test_send_mutations.py"),
+        "a message this client already knows is taken for the lost one",
+    ),
+    M(
+        "readback_values_ignored",
+        "postman_async/readback.py",
+        "        same = None if message.values is None else dict(message.values) == dict(self.values)",
+        "        same = True",
+        ("tests/unit/test_readback.py",),
+        "a message with other values is taken for the lost send",
+    ),
+    M(
+        "readback_older_message",
+        "postman_async/readback.py",
+        "    return created_at >= not_before",
+        "    return True",
+        ("tests/unit/test_readback.py",),
+        "a message created before the POST is taken for it",
+    ),
+    # -- uncertain outcomes (reports.py) ------------------------------------------------------
+    M(
+        "uncertain_fed_back",
+        "postman_async/reports.py",
+        "        return self.applied is None",
+        "        return False",
+        ("tests/unit/test_reports.py",),
+        "an ID whose retry may have been applied is offered to feed back",
+    ),
+]

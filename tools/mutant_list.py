@@ -137,7 +137,8 @@ MUTANTS: list[Mutant] = [
     M(
         "idn_allowed",
         "postman_async/validation.py",
-        '    if not allow_idn and any(label.startswith("xn--") for label in host.lower().split(".")):',
+        '    if not allow_idn and any(label.startswith("xn--") for label in host.lower()'
+        '.split(".")):',
         "    if False:",
         ("tests/unit/test_validation.py",),
         "a look-alike (IDN) host is accepted",
@@ -162,7 +163,8 @@ MUTANTS: list[Mutant] = [
     M(
         "readback_values_ignored",
         "postman_async/readback.py",
-        "        same = None if message.values is None else dict(message.values) == dict(self.values)",
+        "        same = None if message.values is None else dict(message.values) == "
+        "dict(self.values)",
         "        same = True",
         ("tests/unit/test_readback.py",),
         "a message with other values is taken for the lost send",

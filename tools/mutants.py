@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mutant_list import MUTANTS, Mutant  # noqa: E402
+from mutant_list import MUTANTS, Mutant
 
 ROOT = Path(__file__).resolve().parent.parent
 

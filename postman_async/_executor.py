@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 
 from .client import PostmanClient
+from .environments import AGGREGATOR_PENDING
 from .errors import (
     AuthenticationError,
     IpNotAllowedError,
@@ -21,7 +22,7 @@ from .errors import (
     RateLimiterUnavailableError,
     RetryBudgetExhaustedError,
 )
-from .models import Priority
+from .models import MessageStatus, Priority
 from .planner import PageMap
 from .ratelimit import Clock, Limiter, Sleep
 from .reports import MessageState
@@ -54,6 +55,12 @@ class Executor:
     clock: Clock
     sleep: Sleep
     pacer: Limiter | None = None
+    #: the load-test environment: messages stay pending at the aggregator for good
+    statuses_stay_pending: bool = False
+
+    def parked(self, status: MessageStatus | None) -> bool:
+        """Pending for good: at the aggregator, in the load-test environment."""
+        return self.statuses_stay_pending and status in AGGREGATOR_PENDING
 
     async def pace(self) -> None:
         """Headroom for other work on the campaign: our calls also pass a limiter of our own

@@ -142,7 +142,7 @@ async def retry_one(ex: Executor, key: str, raw: Any, known: MessageState | None
     except MessageNotRetryableError:
         return await diagnose(ex, message_id)
     except OutcomeUnknownError as exc:
-        return _unknown_result(key, exc)
+        return _unknown_result(ex, key, exc)
     except FATAL_ERRORS:
         raise
     except PostmanError as exc:
@@ -167,18 +167,27 @@ async def _attempts_of(ex: Executor, message_id: str) -> int | None:
         return None
 
 
-def _unknown_result(key: str, exc: OutcomeUnknownError) -> MessageResult:
+def _unknown_result(ex: Executor, key: str, exc: OutcomeUnknownError) -> MessageResult:
+    """A retry whose answer was lost, as read back. Not applied and no longer in ``failure``:
+    skipped. Not applied, still ``failure``, at a count the server's cap refuses: exhausted,
+    decided without another POST (its lost answer was that refusal, or it never arrived: a
+    second POST would be refused either way). Otherwise an error, ``applied`` as read."""
     observed = exc.observed
-    if (
-        exc.applied is False
-        and isinstance(observed, Message)
-        and observed.latest_status != MessageStatus.FAILURE
-    ):
-        return MessageResult(
-            key,
-            Outcome.NOT_IN_FAILURE,
-            f"status {observed.latest_status} (read back after an ambiguous failure)",
-        )
+    if exc.applied is False and isinstance(observed, Message):
+        if observed.latest_status != MessageStatus.FAILURE:
+            return MessageResult(
+                key,
+                Outcome.NOT_IN_FAILURE,
+                f"status {observed.latest_status} (read back after an ambiguous failure)",
+            )
+        count = observed.attempt_count
+        if count is not None and ex.cap.refuses(count):
+            return MessageResult(
+                key,
+                Outcome.EXHAUSTED,
+                f"exhausted: {ex.cap.describe()}; {count} attempts read back after its answer "
+                "was lost (not sent again)",
+            )
     return MessageResult(key, Outcome.ERROR, describe_unknown(exc), error=exc, applied=exc.applied)
 
 

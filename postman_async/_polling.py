@@ -9,6 +9,7 @@ from collections.abc import Collection, Mapping
 import attrs
 
 from ._executor import FATAL_ERRORS, Executor
+from .environments import LOAD_TEST_NOTE
 from .errors import NotFoundError, PostmanError
 from .models import MessageStatus
 from .planner import PageMap, is_settled, plan_batch_read
@@ -29,11 +30,24 @@ class _PollRun:
     changed: bool = False
 
     def settled(self, state: MessageState) -> bool:
+        """Final, or pending for good (at the aggregator, in a load test)."""
+        if self.ex.parked(state.status):
+            return True
         now = self.ex.clock()
         since = None
         if state.status == MessageStatus.SENT_TO_TELCO:
             since = self.telco_since.setdefault(state.message_id, now)
         return is_settled(state, since, now, self.ex.telco_final_after)
+
+    def finish(self) -> OutcomesReport:
+        """The report: ``pending`` holds what is not final, those parked at the aggregator
+        (in a load test) included."""
+        report = self.report
+        parked = [i for i, s in report.states.items() if self.ex.parked(s.status)]
+        report.pending = [i for i, s in report.states.items() if not self.settled(s)] + parked
+        if parked:
+            logger.info("%s: %d messages pending at the aggregator", LOAD_TEST_NOTE, len(parked))
+        return report
 
     def take(self, state: MessageState) -> bool:
         """Record a state read; True when it is final."""
@@ -53,10 +67,13 @@ async def poll(
     batch_sizes: Mapping[str, int] | None = None,
     page_maps: dict[str, PageMap] | None = None,
 ) -> OutcomesReport:
-    """Poll until every message is final or ``timeout`` s pass. ``batch_pending`` (per batch,
-    the messages still expected to change), ``batch_sizes`` and ``page_maps`` (kept and
-    updated across calls) let a poll read by GETs, or only the pages that hold pending
-    messages, when that costs fewer calls than the whole listing."""
+    """Poll until every message is final or ``timeout`` s pass; in the load-test environment,
+    also once the rest are pending at the aggregator, where they stay (they are left in
+    ``pending``, and a log line says "load test: statuses stay pending").
+
+    ``batch_pending`` (per batch, the messages still expected to change), ``batch_sizes`` and
+    ``page_maps`` (kept and updated across calls) let a poll read by GETs, or only the pages
+    that hold pending messages, when that costs fewer calls than the whole listing."""
     for message_id in message_ids:
         validate_id("message_id", message_id)
     for batch_id in batch_ids:
@@ -93,9 +110,7 @@ async def poll(
         if not run.changed:
             delay = min(delay * 1.5, ex.max_poll_interval)
         await ex.sleep(min(delay, remaining))
-    report = run.report
-    report.pending = [i for i, s in report.states.items() if not run.settled(s)]
-    return report
+    return run.finish()
 
 
 async def _poll_batch(

@@ -7,6 +7,7 @@ than one thing) is found. Found: returned with ``confirmed_by_readback=True``. S
 :class:`AmbiguousSendError`. None: :class:`NotSentError` ("not found by then"), or after a
 2xx :class:`OutcomeUnknownError` (``applied=True``). A failed read: :class:`OutcomeUnknownError`.
 Only a caller who asked (``resend_if_not_found``) gets one re-send after :class:`NotSentError`.
+Batch uploads use the same reads (:mod:`postman_async._batch_readback`).
 
 Residual risk: a request still in flight at the server after the last read (queued behind a
 slow proxy, say) creates its message later; "not found" was then wrong, and an opted-in
@@ -33,23 +34,19 @@ from .errors import (
     PostmanError,
     ValidationError,
 )
-from .models import BatchSendResult, Message, Page, Priority
-from .protocol import Request, decode_body, list_batch_messages_request, list_messages_request
+from .models import Message, Page, Priority
+from .protocol import Request, decode_body, list_messages_request
 from .ratelimit import Sleep
 from .readback import (
     CLOCK_SKEW,
     Ambiguous,
     Applied,
-    SentBatch,
     SentMessage,
     Verdict,
-    batch_candidates,
-    batch_verdict,
     earliest_post_time,
     mask_recipient,
     parse_http_date,
     send_verdict,
-    sent_batch_from_csv,
 )
 
 if TYPE_CHECKING:
@@ -61,8 +58,6 @@ T = TypeVar("T")
 #: The search listing's page size and the most pages read per search.
 SEARCH_PAGE_SIZE = 100
 SEARCH_MAX_PAGES = 3
-#: The most candidate batches confirmed (one page each) per search.
-MAX_BATCH_CANDIDATES = 3
 #: How many message (and batch) IDs a client remembers having created or returned.
 KNOWN_IDS = 10_000
 DEFAULT_WAITS = (2.0,)
@@ -149,25 +144,41 @@ async def _post(
         return Lost(exc, started, applied=True)
 
 
-async def search_recipient(
-    client: PostmanClient, recipient: str, lost: Lost, priority: Priority | None
-) -> Search:
-    """The recipient's messages, newest first, back to the POST's time (at most
-    :data:`SEARCH_MAX_PAGES` pages; one in the common case)."""
+Since = Callable[[str | None], datetime | None]
+
+
+def since_post(client: PostmanClient, lost: Lost) -> Since:
+    """The earliest ``createdAt`` the lost POST can have given, from a read's ``Date``
+    header (:func:`readback.earliest_post_time`), as the read arrives."""
     http = client._session()
+    return lambda date: earliest_post_time(date, http.now() - lost.sent_at)
+
+
+async def search_recipient(
+    client: PostmanClient,
+    recipient: str,
+    priority: Priority | None,
+    since: Since,
+    *,
+    page_size: int = SEARCH_PAGE_SIZE,
+    max_pages: int = SEARCH_MAX_PAGES,
+) -> Search:
+    """The recipient's messages, newest first, back to ``since`` (the earliest creation
+    time that matters, from the first page's ``Date`` header): at most ``max_pages`` pages,
+    one in the common case."""
     messages: list[Message] = []
     not_before = read_at = None
     cursor: str | None = None
-    for number in range(SEARCH_MAX_PAGES):
+    for number in range(max_pages):
         request = list_messages_request(
-            client.campaign_id, limit=SEARCH_PAGE_SIZE, after=cursor, search=recipient
+            client.campaign_id, limit=page_size, after=cursor, search=recipient
         )
         raw = await client._send(request, priority, _page)
         page: Page = raw.value
         date = raw.headers.get("Date")
         read_at = parse_http_date(date) or read_at
         if number == 0:
-            not_before = earliest_post_time(date, http.now() - lost.sent_at)
+            not_before = since(date)
         messages.extend(page.data)
         oldest = page.data[-1].created_at if page.data else None
         reached = not_before is not None and oldest is not None and oldest < not_before
@@ -214,7 +225,7 @@ async def _read_back(
         if attempt > 0:
             await state.sleep(state.waits[attempt - 1])
         try:
-            search = await search_recipient(client, recipient, lost, priority)
+            search = await search_recipient(client, recipient, priority, since_post(client, lost))
         except PostmanError as exc:
             raise _unknown(what, lost, f"reading it back failed too ({exc})") from exc
         verdict = await decide(search)
@@ -337,67 +348,3 @@ def _log_spent(client: PostmanClient, what: str, calls: int) -> None:
         calls,
         extra={"postman": {"campaign": client.campaign_id, "readback_calls": calls}},
     )
-
-
-async def send_batch(
-    client: PostmanClient, request: Request, priority: Priority | None
-) -> BatchSendResult:
-    """Upload a batch; a lost answer is read back (see the module docstring)."""
-    answer = await _post(client, request, priority, BatchSendResult)
-    if not isinstance(answer, Lost):
-        client._readback.batches.add(answer.batch_id)
-        return answer
-    sent = sent_batch_from_csv(request.csv_file or b"")
-    with count_calls() as calls:
-        try:
-            return await _reconcile_batch(client, sent, answer, priority)
-        finally:
-            _log_spent(client, "batch upload", calls[0])
-
-
-async def _reconcile_batch(
-    client: PostmanClient, sent: SentBatch, lost: Lost, priority: Priority | None
-) -> BatchSendResult:
-    state: ReadbackState = client._readback
-    what = f"batch upload of {len(sent.rows)} row(s)"
-
-    async def decide(search: Search) -> Verdict[BatchSendResult]:
-        return await _confirm_batches(client, what, sent, search, lost, priority)
-
-    verdict, search = await _read_back(client, what, sent.probe, lost, priority, decide)
-    if isinstance(verdict, Applied):
-        result: BatchSendResult = verdict.object
-        state.batches.add(result.batch_id)
-        logger.info("batch %s: answer lost; confirmed by read-back", result.batch_id)
-        return result
-    if isinstance(verdict, Ambiguous):
-        ids = [b.batch_id for b in verdict.candidates]
-        raise _ambiguous(what, lost, search, "batches with its rows", verdict.candidates, ids)
-    raise _not_found(what, sent.probe, lost, search, 1 + len(state.waits), resent=False)
-
-
-async def _confirm_batches(
-    client: PostmanClient,
-    what: str,
-    sent: SentBatch,
-    search: Search,
-    lost: Lost,
-    priority: Priority | None,
-) -> Verdict[BatchSendResult]:
-    """One page of each candidate batch, and the verdict on them."""
-    state: ReadbackState = client._readback
-    candidates = batch_candidates(
-        sent, search.messages, not_before=search.not_before, known=state.batches
-    )
-    if len(candidates) > MAX_BATCH_CANDIDATES:
-        return Ambiguous(tuple(BatchSendResult(batch_id=c.batch_id) for c in candidates))
-    found = []
-    for candidate in candidates:
-        request = list_batch_messages_request(client.campaign_id, candidate.batch_id, limit=1000)
-        try:
-            raw = await client._send(request, priority, _page)
-        except PostmanError as exc:
-            reason = f"reading batch {candidate.batch_id} failed ({exc})"
-            raise _unknown(what, lost, reason) from exc
-        found.append((candidate, raw.value))
-    return batch_verdict(sent, found)

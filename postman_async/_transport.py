@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 
 import aiohttp
 from yarl import URL
@@ -42,6 +43,10 @@ def transport_error(cause: BaseException | None, request: Request, base_url: str
     server = f"{url.raw_host}:{url.port}"  # never the URL's credentials, if it had any
     if isinstance(cause, asyncio.TimeoutError):
         return PostmanTimeoutError(f"{where}: no answer from {server} in time (timed out)")
+    if isinstance(cause, aiohttp.ClientConnectorDNSError):
+        return PostmanConnectionError(
+            f"{where}: cannot resolve host {url.raw_host}: {redact_text(_cause(cause))}"
+        )
     return PostmanConnectionError(
         f"{where}: connection to {server} failed: {redact_text(_cause(cause))}"
     )
@@ -50,7 +55,10 @@ def transport_error(cause: BaseException | None, request: Request, base_url: str
 def _cause(cause: BaseException | None) -> str:
     if isinstance(cause, aiohttp.ClientConnectorError):
         error = cause.os_error
-        reason = os.strerror(error.errno) if error.errno else str(error)
+        if isinstance(error, socket.gaierror):  # the resolver's own text, not "Unknown error -2"
+            reason = error.strerror or str(error)
+        else:
+            reason = os.strerror(error.errno) if error.errno else str(error)
         return f"{reason} ({type(cause).__name__})"
     if isinstance(cause, aiohttp.ServerDisconnectedError):
         return "the server closed the connection (ServerDisconnectedError)"

@@ -9,17 +9,19 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
 import aiohttp
 import attrs
 
-from . import _send_readback, telemetry
-from ._csv_input import CsvSource, read_csv
+from . import _batch_upload, _retry_readback, _send_readback, telemetry
+from ._batch_upload import max_batch_rows_for
+from ._csv_input import CsvSource
 from ._session import DEFAULT_MAX_RESPONSE_BYTES, HttpSession, RawResponse, shared_retry_budget
 from .converter import decode
-from .errors import MalformedResponseError, OutcomeUnknownError, PostmanError, ValidationError
+from .errors import PostmanError, ValidationError
 from .listing import MessagePages
 from .models import BatchSendResult, Message, MessageStatus, Page, Priority
 from .policy import CallOptions, RetryPolicy
@@ -29,10 +31,7 @@ from .protocol import (
     get_message_request,
     list_batch_messages_request,
     list_messages_request,
-    retry_applied,
     retry_batch_request,
-    retry_message_request,
-    send_batch_request,
     send_message_request,
 )
 from .ratelimit import Clock, Limiter, Sleep, shared_limiter
@@ -66,7 +65,7 @@ class PostmanClient:
         campaign_id: str,
         *,
         base_url: str | None = None,
-        rate_limit: float = 10.0,
+        rate_limit: float | None = None,
         timeout: float = 30.0,
         max_retries: int | None = None,
         retry_policy: RetryPolicy | None = None,
@@ -79,11 +78,24 @@ class PostmanClient:
         rng: random.Random | None = None,
         resend_if_not_found: bool = False,
         readback_waits: Sequence[float] = _send_readback.DEFAULT_WAITS,
+        environment: str | None = None,
+        max_batch_rows: int | None = None,
     ) -> None:
+        from .environments import environment_for
+
         key = validate_api_key(api_key)
         self.campaign_id = validate_id("campaign_id", campaign_id)
-        self._base_url = validate_base_url(base_url or default_base_url(key))
+        #: The environment (``environment=`` "production", "test" or "loadtest"; else from
+        #: the key's prefix). Its base URL and rate are the defaults; see
+        #: :mod:`postman_async.environments`.
+        self.environment = environment_for(environment, key)
+        url = self.environment.base_url if environment else default_base_url(key)
+        self._base_url = validate_base_url(base_url or url)
         self.base_url = str(self._base_url)
+        #: The most rows one batch file holds; a larger ``send_batch`` is split into several
+        #: batches (``None``: no limit but the API's 40 MB per file).
+        self.max_batch_rows = max_batch_rows_for(max_batch_rows, key, self.base_url, environment)
+        rate_limit = self.environment.rate_limit if rate_limit is None else rate_limit
         if not rate_limit > 0:
             raise ValidationError("rate_limit", "must be > 0")
         if not timeout > 0:
@@ -288,67 +300,7 @@ class PostmanClient:
         priority: Priority | None,
     ) -> tuple[Message, bool]:
         """:meth:`retry_message`, and whether it was confirmed by a read-back."""
-        request = retry_message_request(self.campaign_id, message_id)
-        session = self._session()
-        try:
-            raw = await self._send(request, priority)
-        except OutcomeUnknownError as exc:
-            return await self._reconcile_retry(message_id, exc, before, priority), True
-        try:
-            return decode(Message, decode_body(raw.body)), False
-        except MalformedResponseError as exc:
-            # HTTP 2xx: the retry took; read the message for the caller.
-            unknown = OutcomeUnknownError(
-                f"retry of {message_id} answered HTTP {raw.status} with an unreadable body",
-                cause=exc,
-                applied=True,
-                sent_at=session.now(),
-            )
-            return await self._reconcile_retry(message_id, unknown, before, priority), True
-
-    async def _reconcile_retry(
-        self,
-        message_id: str,
-        exc: OutcomeUnknownError,
-        before: tuple[MessageStatus | None, int | None],
-        priority: Priority | None,
-    ) -> Message:
-        session = self._session()
-        try:
-            raw = await self._send(
-                get_message_request(self.campaign_id, message_id),
-                priority,
-                lambda body: decode(Message, decode_body(body)),
-            )
-            message: Message = raw.value
-        except PostmanError as read_error:
-            raise OutcomeUnknownError(
-                f"retry of {message_id}: outcome unknown ({exc.cause}); "
-                f"reading it back failed too ({read_error})",
-                cause=exc.cause,
-                applied=exc.applied,
-            ) from read_error
-        applied = exc.applied
-        if applied is None:
-            elapsed = session.now() - exc.sent_at if exc.sent_at is not None else 0.0
-            applied = retry_applied(
-                message,
-                status_before=before[0],
-                attempts_before=before[1],
-                server_date=raw.headers.get("Date"),
-                elapsed=elapsed,
-            )
-        if applied:
-            logger.info("retry of %s confirmed by reading it back", message_id)
-            return message
-        verdict = "was not applied" if applied is False else "may or may not have been applied"
-        raise OutcomeUnknownError(
-            f"retry of {message_id} {verdict} ({exc.cause}); read back: status "
-            f"{message.latest_status}; it was not re-sent",
-            cause=exc.cause,
-            observed=message,
-            applied=applied,
-        ) from exc
+        return await _retry_readback.retry_message(self, message_id, before, priority)
 
     async def send_batch(
         self,
@@ -356,19 +308,30 @@ class PostmanClient:
         *,
         filename: str = "messages.csv",
         priority: Priority | None = None,
+        guard_window: timedelta | float | None = None,
     ) -> BatchSendResult:
-        """Send a batch as a CSV upload (form field ``file``).
+        """Send a batch as CSV uploads (form field ``file``).
 
         ``rows_or_csv``: row mappings (``recipient``, ``language`` and the template variables),
-        CSV ``bytes``/``str`` content, a path (``os.PathLike``) or an open file. The CSV is
-        checked as the API would before it is sent. A lost or unreadable answer is read back
-        as for :meth:`send_message` (then one page of the batch found confirms it).
+        CSV ``bytes``/``str`` content, a path (``os.PathLike``: a file of any size, never read
+        whole into memory) or an open file. The whole CSV is checked as the API would before
+        anything is sent. More rows than one file may hold (40 MB, and ``max_batch_rows``)
+        are split into several uploads, each its own batch: ``parts`` lists them, and
+        ``batch_id`` is the first's. Each part's lost or unreadable answer is read back as for
+        :meth:`send_message` (then one page of the batch found confirms it).
+
+        ``guard_window`` (a :class:`~datetime.timedelta` or seconds; default ``None``: off):
+        refuse, with :class:`DuplicateUploadError`, a file (or part) whose batch was already
+        created within that window, found by the same read-back (2 calls per part).
+
+        A part that fails after others were sent raises :class:`PartialUploadError`, which
+        carries the parts sent; a failure of the first part raises as it is.
         """
-        csv_bytes = await read_csv(rows_or_csv)
         if not filename.endswith(".csv") or any(c in filename for c in '/\\"\r\n'):
             raise ValidationError("filename", "must be a plain name ending in .csv")
-        request = send_batch_request(self.campaign_id, csv_bytes, filename)
-        return await _send_readback.send_batch(self, request, priority)
+        return await _batch_upload.send_batch(
+            self, rows_or_csv, filename=filename, priority=priority, guard_window=guard_window
+        )
 
     async def retry_batch(self, batch_id: str, *, priority: Priority | None = None) -> None:
         """Retry every failed message of a batch (201, no body).

@@ -141,16 +141,19 @@ async def run_demo(
 
 
 def progress_line(sim: PostmanSimulator, phase: str, total: int = 0, rate: float = 0.0) -> str:
-    """The demo's live line: phase, final of ``total``, and an ETA at the budget (one call per
-    message not final yet, an upper bound)."""
+    """The demo's live line: phase, final of ``total``, and what the server saw: calls in
+    all and in its last second (never above the budget), the most in any second, 429s. No
+    ETA: how long delivery takes is the lifecycle's, not the client's."""
     statuses = [sim.message_status(i) for i in list(sim.messages)]
     delivered = sum(1 for s in statuses if s == MessageStatus.SUCCESS)
     failed = sum(1 for s in statuses if s == MessageStatus.FAILURE)
     stats = sim.stats()
+    now = sim.clock()
+    last_second = sum(1 for t in sim.request_times() if t > now - 1.0)
     total = max(total, len(statuses))
-    eta = f"  ETA <= {(total - delivered - failed) / rate:.0f}s at {rate:g}/s" if rate else ""
+    budget = f" of {rate:g}/s" if rate else ""
     return (
         f"[{phase}] {delivered + failed}/{total} final  delivered {delivered}  failed now "
-        f"{failed}  calls {stats.requests}  max/s {stats.max_per_second}  429s "
-        f"{stats.throttled}{eta}"
+        f"{failed}  calls {stats.requests} ({last_second} in the last second{budget})  "
+        f"max/s {stats.max_per_second}  429s {stats.throttled}"
     )

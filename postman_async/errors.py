@@ -7,6 +7,8 @@
   A send or batch upload that lost its answer is read back first: :class:`NotSentError`
   (not found by then) and :class:`AmbiguousSendError` (several candidates) say what was found.
 - :class:`RetryBudgetExhaustedError`: the campaign's HTTP retry budget is spent (an outage).
+- :class:`DuplicateUploadError`: a batch upload whose file already exists on the server (the
+  opt-in guard); :class:`PartialUploadError`: a split upload that stopped after some parts.
 """
 
 from __future__ import annotations
@@ -235,6 +237,57 @@ class NotSentError(OutcomeUnknownError):
         self.searched_at = searched_at
         self.reads = reads
         self.resent = resent
+
+
+class DuplicateUploadError(PostmanError):
+    """A batch upload refused by the duplicate-upload guard (``guard_window``): the file (or
+    part ``part`` of a split upload) already exists on the server as batch ``batch_id``,
+    created at ``created_at``, within the window. Nothing of this part was sent.
+
+    ``batch_id`` is ``None`` when the guard could not rule an earlier upload out (the probe
+    recipient has too many messages in the window, or too many batches could be it:
+    ``candidates``). Send anyway with ``guard_window=None`` (``--again`` on the command line).
+    """
+
+    def __init__(
+        self,
+        description: str,
+        *,
+        batch_id: str | None,
+        created_at: datetime | None = None,
+        part: int = 1,
+        candidates: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(description)
+        self.batch_id = batch_id
+        self.created_at = created_at
+        self.part = part
+        self.candidates = tuple(candidates)
+
+
+class PartialUploadError(PostmanError):
+    """A split batch upload stopped at part ``part`` of ``parts``: the parts before it were
+    sent (``sent``: :class:`~postman_async.models.BatchPart`, each with its batch id and
+    rows) and ``error`` stopped the rest. Part ``part`` (rows ``first_row`` on) may exist
+    when ``error`` is an :class:`OutcomeUnknownError` other than :class:`NotSentError`; the
+    parts after it were not sent."""
+
+    def __init__(
+        self,
+        description: str,
+        *,
+        sent: tuple[Any, ...],
+        part: int,
+        parts: int,
+        first_row: int,
+        error: PostmanError,
+    ) -> None:
+        super().__init__(description)
+        self.sent = tuple(sent)
+        self.part = part
+        self.parts = parts
+        self.first_row = first_row
+        self.error = error
 
 
 class RetryBudgetExhaustedError(PostmanError):

@@ -222,11 +222,45 @@ class Page:
 
 
 @attrs.frozen
+class BatchPart:
+    """One file of a batch upload and the batch it created: rows ``first_row`` to
+    ``last_row`` of the input (1-based, message rows only)."""
+
+    batch_id: str
+    first_row: int
+    rows: int
+    #: Set by the client: this part's answer was lost and its batch was found by reading back.
+    confirmed_by_readback: bool = False
+
+    @property
+    def last_row(self) -> int:
+        """The index of the part's last row in the input (1-based)."""
+        return self.first_row + self.rows - 1
+
+
+@attrs.frozen
 class BatchSendResult:
-    """Answer to a batch send: ``{"isValid": true, "batchId": "..."}``."""
+    """Answer to a batch send: ``{"isValid": true, "batchId": "..."}``.
+
+    ``send_batch`` fills ``parts``: one per file uploaded, in order. An input larger than one
+    file may hold is split, and each part is a batch of its own: ``batch_id`` is then the
+    first part's, and ``batch_ids`` lists them all."""
 
     batch_id: str
     is_valid: bool = True
     #: Set by the client: the upload's answer was lost (or unreadable) and this batch was
-    #: found by reading back (a search by recipient, confirmed by one page of the batch).
+    #: found by reading back (a search by recipient, confirmed by one page of the batch). For
+    #: a split upload: some part's was (``parts`` says which).
     confirmed_by_readback: bool = attrs.field(default=False, eq=False)
+    #: Set by the client: every file uploaded and its batch.
+    parts: tuple[BatchPart, ...] = attrs.field(default=(), eq=False)
+
+    @property
+    def batch_ids(self) -> tuple[str, ...]:
+        """Every batch this upload created (one per part), in order."""
+        return tuple(p.batch_id for p in self.parts) or (self.batch_id,)
+
+    @property
+    def rows(self) -> int | None:
+        """The message rows uploaded, when ``parts`` says."""
+        return sum(p.rows for p in self.parts) if self.parts else None

@@ -98,6 +98,7 @@ class RetryOrchestrator:
             pacer=RateLimiter(client.rate_limit * budget_share, clock=clock, sleep=sleep)
             if budget_share < 1
             else None,
+            statuses_stay_pending=client.environment.statuses_stay_pending,
         )
         #: The report of the current (or last) ``retry_messages`` call, complete or partial.
         self.report: RetryReport | None = None
@@ -128,8 +129,10 @@ class RetryOrchestrator:
         stops the workers at once; ``self.report`` then holds what was done (IDs in flight
         are ``cancelled``: their retry may or may not have been applied).
         A fatal error (bad key, IP not allowed, retry budget spent) stops the run and is
-        raised with the partial report as its ``report`` attribute.
+        raised with the partial report as its ``report`` attribute. A single ``str`` (or
+        ``bytes``) raises ``TypeError``: it would be retried character by character.
         """
+        _refuse_single_id("message_ids", message_ids)
         target = as_sink(sink) if sink is not None else None
         report = self.report = RetryReport(sink=target)
         known = {i: MessageState(i, None, attempts=a) for i, a in (known_attempts or {}).items()}
@@ -188,9 +191,14 @@ class RetryOrchestrator:
         foreign number after ``telco_final_after`` s) or ``timeout`` s pass.
 
         Messages of ``batch_ids`` are read with batch listings (1000 a call); other IDs with
-        GETs. Polling starts at ``poll_interval`` and backs off while nothing changes. Raises
-        :class:`ValidationError` for a bad ID and the fatal errors (auth, IP, budget).
+        GETs. Polling starts at ``poll_interval`` and backs off while nothing changes. In the
+        load-test environment it also stops once the rest are pending at the aggregator,
+        where they stay (they are left in ``pending``). Raises :class:`ValidationError` for a
+        bad ID, ``TypeError`` for a single ``str`` where IDs are expected, and the fatal
+        errors (auth, IP, budget).
         """
+        _refuse_single_id("message_ids", message_ids)
+        _refuse_single_id("batch_ids", batch_ids)
         with count_calls() as counter:
             started = self.executor.clock()
             report = await poll(self.executor, list(message_ids), list(batch_ids), timeout)
@@ -215,11 +223,26 @@ class RetryOrchestrator:
         the failures worth retrying at no greater cost (the round's notes say why); it never
         fires while a message of the batch is ``created`` or unread since a POST, including at
         the deadline. Messages outside the given batches get single retries. ``on_progress``
-        gets a :class:`SettleProgress` at each phase. Raises :class:`ValidationError` for a
-        bad ID and the fatal errors (auth, IP, budget).
+        gets a :class:`SettleProgress` at each phase. In the load-test environment messages
+        pending at the aggregator stay so: the run stops once only they are left (they are
+        ``unsettled``) and its last round's notes say "load test: statuses stay pending".
+        Raises :class:`ValidationError` for a bad ID, ``TypeError`` for a single ``str``
+        where IDs are expected, and the fatal errors (auth, IP, budget).
         """
+        _refuse_single_id("message_ids", message_ids)
+        _refuse_single_id("batch_ids", batch_ids)
         report = await settle(
             self.executor, message_ids, batch_ids, timeout, max_rounds, on_progress
         )
         logger.info("settled: %s", report.summary())
         return report
+
+
+def _refuse_single_id(name: str, ids: object) -> None:
+    """``retry_messages("message_abc")`` would iterate the string and retry each character:
+    refuse a bare ``str``/``bytes`` where an iterable of IDs is expected."""
+    if isinstance(ids, (str, bytes, bytearray)):
+        shown = repr(ids) if len(ids) <= 60 else f"{ids[:57]!r}..."
+        raise TypeError(
+            f"{name} takes an iterable of IDs, not a single {type(ids).__name__}: pass [{shown}]"
+        )

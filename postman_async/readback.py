@@ -26,14 +26,14 @@ one of that recipient's rows (language, and values as far as the server kept the
 candidate batch (``batchId``), dated as above and not one this client knows. One page of each
 candidate's ``GET /batch/{id}/messages`` confirms it: the row count and the recipients agree.
 
-**Retries** keep their rules (:func:`protocol.retry_applied`, :func:`rules.retry_took`); the
-wrappers below only put their answers in the same verdict types.
+**Retries**: exact from the attempt count read before (:func:`rules.retry_took`), else by the
+createdAt rule (:func:`retry_created_after`). **The guard** against uploading a file twice
+uses the batch read-back over a window instead: :func:`existing_batches`.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 from collections import Counter
 from collections.abc import Container, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
@@ -42,8 +42,8 @@ from typing import Generic, TypeVar
 
 import attrs
 
+from ._csv_split import text_lines
 from .models import BatchSendResult, Message, MessageStatus, Page
-from .protocol import retry_applied
 from .rules import retry_took
 
 T = TypeVar("T")
@@ -129,36 +129,45 @@ class SentRow:
 
 @attrs.frozen
 class SentBatch:
-    """What a batch upload carried: its rows, in file order."""
+    """What a batch upload carried: its rows in file order (or only the probe recipient's,
+    when read with ``light=True``), how many rows it had and their recipients."""
 
     rows: tuple[SentRow, ...]
+    size: int = attrs.field(
+        default=attrs.Factory(lambda self: len(self.rows), takes_self=True), eq=False
+    )
+    recipients: Counter[str] = attrs.field(
+        default=attrs.Factory(lambda self: Counter(r.recipient for r in self.rows), True),
+        eq=False,
+    )
 
     @property
     def probe(self) -> str:
         """The recipient searched to find the batch (the first row's)."""
         return self.rows[0].recipient
 
-    @property
-    def recipients(self) -> Counter[str]:
-        return Counter(row.recipient for row in self.rows)
 
-
-def sent_batch_from_csv(data: bytes) -> SentBatch:
+def sent_batch_from_csv(data: bytes, *, light: bool = False) -> SentBatch:
     """The rows of a (validated) batch CSV, read as the server reads them: header names
-    trimmed and lower-cased, blank rows skipped, recipients trimmed, languages lower-cased."""
-    reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))
+    trimmed and lower-cased, blank rows skipped, recipients trimmed, languages lower-cased.
+    ``light``: keep only the probe recipient's rows (and every row's recipient), for a file
+    of many rows."""
+    reader = csv.reader(text_lines(data))
     header = [name.strip().lower() for name in next(reader, [])]
-    rows = []
+    rows: list[SentRow] = []
+    recipients: Counter[str] = Counter()
     for record in reader:
         if not any(cell.strip() for cell in record) or len(record) != len(header):
             continue
         cells = dict(zip(header, record, strict=True))
         recipient = cells.pop("recipient", "").strip()
-        language = cells.pop("language", "").strip().lower()
-        rows.append(SentRow(recipient, language, cells))
+        recipients[recipient] += 1
+        if not light or not rows or recipient == rows[0].recipient:
+            language = cells.pop("language", "").strip().lower()
+            rows.append(SentRow(recipient, language, cells))
     if not rows:
         raise ValueError("a batch CSV without rows")
-    return SentBatch(tuple(rows))
+    return SentBatch(tuple(rows), sum(recipients.values()), recipients)
 
 
 def mask_recipient(recipient: str) -> str:
@@ -231,11 +240,13 @@ def send_verdict(
 class BatchCandidate:
     """A batch that a lost upload may have created. ``placed``: its message was created at
     or after the upload (``False``: it could not be placed in time); ``total_messages``: the
-    row count the listing gave for it, if any."""
+    row count the listing gave for it, if any; ``created_at``: when the batch (else its
+    message) was created, if listed."""
 
     batch_id: str
     placed: bool
     total_messages: int | None = None
+    created_at: datetime | None = None
 
 
 def batch_candidates(
@@ -257,9 +268,11 @@ def batch_candidates(
         for batch_id in message.batch_ids:
             if batch_id in known or batch_id in found:
                 continue
-            batch = message.batch
-            total = batch.total_messages if batch is not None and batch.id == batch_id else None
-            found[batch_id] = BatchCandidate(batch_id, where is True and True in matches, total)
+            batch = message.batch if message.batch and message.batch.id == batch_id else None
+            total = batch.total_messages if batch is not None else None
+            created = (batch.created_at if batch is not None else None) or message.created_at
+            placed = where is True and True in matches
+            found[batch_id] = BatchCandidate(batch_id, placed, total, created)
     return tuple(found.values())
 
 
@@ -267,7 +280,7 @@ def batch_agrees(sent: SentBatch, page: Page, total_messages: int | None = None)
     """One page of a batch (the first, newest first) agrees with the upload: as many messages
     as rows and the same recipients; for a batch longer than the page, a page of the file's
     recipients (none more often than in the file)."""
-    rows = len(sent.rows)
+    rows = sent.size
     if total_messages is not None and total_messages != rows:
         return False
     listed = Counter(message.recipient or "" for message in page.data)
@@ -292,6 +305,49 @@ def batch_verdict(
     return NOT_APPLIED
 
 
+@attrs.frozen
+class ExistingBatch:
+    """A batch already on the server that holds the file being uploaded (the guard)."""
+
+    batch_id: str
+    created_at: datetime | None
+
+
+def existing_batches(
+    sent: SentBatch, found: Iterable[tuple[BatchCandidate, Page]]
+) -> tuple[ExistingBatch, ...]:
+    """The duplicate-upload guard, from one page of each candidate batch (named by the probe
+    recipient's messages created within the window, :func:`batch_candidates`): those that
+    agree with the file (:func:`batch_agrees`). A candidate that cannot be placed in time
+    still counts: the guard refuses rather than guess."""
+    return tuple(
+        ExistingBatch(c.batch_id, c.created_at)
+        for c, page in found
+        if batch_agrees(sent, page, c.total_messages)
+    )
+
+
+def retry_created_after(message: Message, not_before: datetime | None) -> bool | None:
+    """The createdAt rule for a lost retry when the attempt count before it is unknown.
+
+    A retry that took added the newest attempt while the POST was at the server, so its
+    ``createdAt`` (milliseconds, the server's clock) is at or after ``not_before``, the
+    earliest time the POST can have reached the server (:func:`earliest_post_time`). Every
+    older attempt was created before. So: a message with a single attempt was never retried
+    (``False``, exactly); a newest attempt created before ``not_before``: ``False``; at or
+    after: ``True`` (the retry made it, or a concurrent one did at that moment: either way
+    a second POST would retry twice). ``None`` only without a ``createdAt`` or a Date.
+
+    The older rule needed the attempt a whole second of the ``Date`` header (plus a margin)
+    after ``not_before`` to say ``True``, which a prompt read never shows."""
+    if message.attempt_count == 1:
+        return False
+    newest = message.latest_attempt
+    if newest is None or newest.created_at is None or not_before is None:
+        return None
+    return newest.created_at >= not_before
+
+
 def retry_verdict(
     message: Message,
     *,
@@ -300,14 +356,18 @@ def retry_verdict(
     elapsed: float,
     status_before: MessageStatus | None = None,
 ) -> Verdict[Message]:
-    """A lost single retry, from the message read back (:func:`protocol.retry_applied`)."""
-    took = retry_applied(
-        message,
-        attempts_before=attempts_before,
-        server_date=server_date,
-        elapsed=elapsed,
+    """A lost single retry, from the message read back ``elapsed`` seconds after the POST
+    was sent (``server_date``: that read's ``Date`` header). Exact from what was known before
+    (:func:`rules.retry_took`: a new attempt, or a message that left ``failure``), else by
+    the createdAt rule (:func:`retry_created_after`)."""
+    took = retry_took(
         status_before=status_before,
+        attempts_before=attempts_before,
+        status_after=message.latest_status,
+        attempts_after=message.attempt_count,
     )
+    if took is None:
+        took = retry_created_after(message, earliest_post_time(server_date, elapsed))
     if took is None:
         return Ambiguous((message,))
     return Applied(message) if took else NOT_APPLIED

@@ -14,7 +14,7 @@ import csv
 import io
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from yarl import URL
@@ -192,16 +192,12 @@ def validate_base_url(value: object, *, allow_idn: bool = False) -> URL:
     return url
 
 
-def rows_to_csv(rows: Any) -> bytes:
-    """Build a batch CSV (``recipient,language,<variables>``) from row mappings.
+def csv_records(rows: Any) -> Iterator[list[str]]:
+    """The records of a batch CSV built from row mappings: the header
+    (``recipient,language,<variables>``), then one checked, normalised record per row.
 
-    Every row must have the same variables. Built with the csv module so commas, quotes and
-    newlines in values survive.
-    """
+    Every row must have the same variables. Raises :class:`ValidationError` naming the row."""
     header: list[str] | None = None
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\r\n")
-    count = 0
     for index, row in enumerate(rows, start=1):
         if not isinstance(row, Mapping):
             raise ValidationError(
@@ -216,23 +212,66 @@ def rows_to_csv(rows: Any) -> bytes:
             raise ValidationError("rows", f"row {index}: {exc}") from exc
         if header is None:
             header = list(values)
-            writer.writerow(["recipient", "language", *header])
+            yield ["recipient", "language", *header]
         elif set(values) != set(header):
             raise ValidationError(
                 "rows",
                 f"row {index} has variables {sorted(values)}, the first row has {sorted(header)}",
             )
-        writer.writerow([recipient, language, *(values[k] for k in header)])
-        count += 1
-    if count == 0:
+        yield [recipient, language, *(values[k] for k in header)]
+    if header is None:
         raise ValidationError("rows", "a batch needs at least one row")
+
+
+def rows_to_csv(rows: Any) -> bytes:
+    """Build one batch CSV file (``recipient,language,<variables>``) from row mappings, of
+    at most the API's 40 MB (:data:`MAX_CSV_BYTES`).
+
+    Every row must have the same variables. Built with the csv module so commas, quotes and
+    newlines in values survive.
+    """
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerows(csv_records(rows))
     data = buf.getvalue().encode("utf-8")
     _check_csv_size(data)
     return data
 
 
+def check_csv_header(header: list[str] | None) -> list[str]:
+    """A batch CSV's header record, checked as the API will: its column names, trimmed and
+    lower-cased (``recipient`` and ``language`` among them, none empty or repeated)."""
+    if not header:
+        raise ValidationError("csv", "is empty")
+    names = [h.strip() for h in header]
+    lowered = [n.lower() for n in names]
+    if "recipient" not in lowered or "language" not in lowered:
+        raise ValidationError("csv", "header must contain 'recipient' and 'language' columns")
+    if len(set(lowered)) != len(lowered) or any(not n for n in names):
+        raise ValidationError("csv", "header has empty or duplicate column names")
+    return lowered
+
+
+def check_csv_record(columns: list[str], record: list[str], row: int) -> bool:
+    """One record of a batch CSV, checked as the API will (``row``: its number, the header
+    being row 1). ``False`` for a blank record, which the API skips."""
+    if not any(cell.strip() for cell in record):
+        return False
+    if len(record) != len(columns):
+        counts = f"{len(record)} cells, header has {len(columns)}"
+        raise ValidationError("csv", f"row {row} has {counts}")
+    cells = dict(zip(columns, record, strict=True))
+    try:
+        normalize_recipient(cells.pop("recipient"))
+        validate_language(cells.pop("language"))
+        validate_values(cells)
+    except ValidationError as exc:
+        raise ValidationError("csv", f"row {row}: {exc}") from exc
+    return True
+
+
 def validate_csv(data: bytes) -> bytes:
-    """Check an existing batch CSV as the API will: header, recipients, languages, values."""
+    """Check one existing batch CSV file as the API will: size, header, recipients,
+    languages, values. (A larger input is split into files by ``send_batch``.)"""
     _check_csv_size(data)
     try:
         text = data.decode("utf-8-sig")
@@ -241,31 +280,8 @@ def validate_csv(data: bytes) -> bytes:
         raise ValidationError("csv", f"is not UTF-8 text (line {line + 1})") from exc
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
-        header = next(reader, None)
-        if not header:
-            raise ValidationError("csv", "is empty")
-        names = [h.strip() for h in header]
-        lowered = [n.lower() for n in names]
-        if "recipient" not in lowered or "language" not in lowered:
-            raise ValidationError("csv", "header must contain 'recipient' and 'language' columns")
-        if len(set(lowered)) != len(lowered) or any(not n for n in names):
-            raise ValidationError("csv", "header has empty or duplicate column names")
-        rows = 0
-        for line_no, record in enumerate(reader, start=2):
-            if not any(cell.strip() for cell in record):
-                continue
-            if len(record) != len(names):
-                raise ValidationError(
-                    "csv", f"row {line_no} has {len(record)} cells, header has {len(names)}"
-                )
-            row = dict(zip(lowered, record, strict=True))
-            try:
-                normalize_recipient(row.pop("recipient"))
-                validate_language(row.pop("language"))
-                validate_values(row)
-            except ValidationError as exc:
-                raise ValidationError("csv", f"row {line_no}: {exc}") from exc
-            rows += 1
+        columns = check_csv_header(next(reader, None))
+        rows = sum(check_csv_record(columns, record, n) for n, record in enumerate(reader, 2))
     except csv.Error as exc:
         raise ValidationError("csv", f"cannot be parsed: {exc}") from exc
     if rows == 0:

@@ -23,6 +23,7 @@ from .._redact import redact_text
 from ..reports import RetryReport
 from . import _parser
 from ._basic import cmd_demo, cmd_list, cmd_send, cmd_send_batch, cmd_simulator, cmd_status
+from ._batch import cmd_retry_batch
 from ._common import output
 from ._exit import (
     EXIT_AUTH,
@@ -39,7 +40,8 @@ from ._exit import (
     exit_code,
 )
 from ._jobs import cmd_job, run_worker
-from ._retry import cmd_retry, cmd_retry_batch, cmd_settle
+from ._retry import cmd_retry
+from ._settling import cmd_settle
 
 __all__ = [
     "EXIT_AUTH",
@@ -79,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "job" and args.job_command == "worker":
             return run_worker(args)
-        return asyncio.run(COMMANDS[args.command](args, out))
+        return _found_at_base_url(args, asyncio.run(COMMANDS[args.command](args, out)))
     except KeyboardInterrupt:  # a command without its own handler (they read before they POST)
         out.line("interrupted; run the command again to continue")
         return EXIT_INTERRUPTED
@@ -88,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         partial = getattr(exc, "report", None)
         if isinstance(partial, RetryReport) and len(partial):
             _error(f"done before stopping: {partial.summary()}")
-        return exit_code(exc)
+        return _found_at_base_url(args, exit_code(exc))
     except OSError as exc:
         _error(str(exc))
         return EXIT_OTHER
@@ -96,6 +98,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error("internal error; please report it with this traceback:")
         print(redact_text(traceback.format_exc(), _secrets()), end="", file=sys.stderr)
         return EXIT_OTHER
+
+
+def _found_at_base_url(args: argparse.Namespace, code: int) -> int:
+    """Nothing found at a base URL that does not end in /api/v2 (the hint was printed): the
+    URL is the bad input (exit 2), not the IDs (exit 6)."""
+    if code == EXIT_NOT_FOUND and getattr(args, "suspect_base_url", False):
+        _error("nothing was found: the base URL is wrong (it must end in /api/v2)")
+        return EXIT_INPUT
+    return code
 
 
 def _error(text: str) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import signal
 import sys
-from pathlib import Path
+import textwrap
 from typing import Any
 
 from .._console import Output
@@ -19,6 +20,7 @@ from ..testing.gateway import Faults
 from ..testing.network import Network
 from ..testing.simulator import PostmanSimulator, campaign_summary
 from ..validation import normalize_recipient
+from . import _send
 from ._common import MESSAGE_COLUMNS, client, message_row, when, write_lines
 from ._exit import EXIT_NOT_FOUND, EXIT_PARTIAL, CliError
 
@@ -97,27 +99,11 @@ def _values(items: list[str]) -> dict[str, str]:
 
 
 async def cmd_send(args: argparse.Namespace, out: Output) -> int:
-    values = _values(args.value)
-    async with client(args) as api:
-        message = await api.send_message(args.recipient, args.language, values)
-    _show_messages(out, "sent", [message])
-    return 0
+    return await _send.send(args, out, _values(args.value))
 
 
 async def cmd_send_batch(args: argparse.Namespace, out: Output) -> int:
-    async with client(args) as api:  # the CSV is read and checked before anything is sent
-        result = await api.send_batch(Path(args.csv_file), filename=_csv_name(args.csv_file))
-    if out.for_scripts:
-        out.json(encode(result))
-    else:
-        out.plain(result.batch_id)  # alone on stdout: BATCH=$(postman-async send-batch f.csv)
-        print(f"batch {result.batch_id} created from {args.csv_file}", file=sys.stderr)
-    return 0
-
-
-def _csv_name(path: str) -> str:
-    name = path.rsplit("/", 1)[-1]
-    return name if name.endswith(".csv") and '"' not in name else "messages.csv"
+    return await _send.send_batch(args, out)
 
 
 async def cmd_status(args: argparse.Namespace, out: Output) -> int:
@@ -127,7 +113,9 @@ async def cmd_status(args: argparse.Namespace, out: Output) -> int:
         for message_id in dict.fromkeys(args.message_ids):
             try:
                 found.append(await api.get_message(message_id))
-            except NotFoundError:
+            except NotFoundError as exc:
+                if exc.code == "invalid_path":  # no such route: the base URL is wrong
+                    raise
                 missing.append(message_id)
     if out.as_json:
         out.json({"messages": [encode(m) for m in found], "notFound": missing})
@@ -169,36 +157,94 @@ def _show_attempts(out: Output, message: Message) -> None:
         out.line(f"batch {message.batch.id}: {message.batch.status}")
 
 
+#: The table view of ``list`` shows this many unless ``--limit`` says otherwise; ``-q`` and
+#: ``--format json|tsv`` stream every page.
+TABLE_LIMIT = 50
+#: After a table is cut at its limit, at most this many more listing calls count the rest.
+COUNT_MORE_PAGES = 5
+
+
 async def cmd_list(args: argparse.Namespace, out: Output) -> int:
     search = _digits(args.search) if args.search else None
     wanted = MessageStatus(args.status) if args.status else None
-    messages: list[Message] = []
+    for_people = not (out.for_scripts or args.ids_only)
+    limit = args.limit if args.limit is not None else (TABLE_LIMIT if for_people else None)
+    stream = _Stream(out, ids_only=args.ids_only)
+    more, extra_pages, complete = 0, 0, True
     async with client(args) as api:
-        page_size = 1000 if wanted else min(args.limit, 1000)
         source = (
-            api.list_batch_messages(args.batch, page_size=page_size, search=search)
+            api.list_batch_messages(args.batch, page_size=1000, search=search)
             if args.batch
-            else api.list_messages(page_size=page_size, search=search)
+            else api.list_messages(page_size=1000, search=search)
         )
-        async for message in source:
-            if wanted is not None and message.latest_status != wanted:
-                continue
-            if args.ids_only:
-                out.plain(message.id)  # streamed: a pipe starts working at once
-            messages.append(message)
-            if len(messages) >= args.limit:
-                break
+        async with contextlib.aclosing(source.pages()) as pages:
+            async for page in pages:
+                for message in page.data:
+                    if wanted is not None and message.latest_status != wanted:
+                        continue
+                    if limit is None or stream.count < limit:
+                        stream.add(message)
+                    else:
+                        more += 1
+                if limit is not None and stream.count >= limit and page.next_cursor:
+                    if not for_people or extra_pages >= COUNT_MORE_PAGES:
+                        complete = False
+                        break
+                    extra_pages += 1
+    stream.close()
     if args.ids_only:
-        return 0 if messages else EXIT_NOT_FOUND
-    title = f"batch {args.batch}" if args.batch else "campaign messages"
-    if out.as_json:
-        out.json([encode(m) for m in messages])
-    else:
-        shown = f"{len(messages)} shown" + (f", status {wanted}" if wanted else "")
+        return 0 if stream.count else EXIT_NOT_FOUND
+    if for_people:
+        title = f"batch {args.batch}" if args.batch else "campaign messages"
+        shown = f"{stream.count} shown" + (f", status {wanted}" if wanted else "")
         out.table(
-            f"{title} (newest first, {shown})", MESSAGE_COLUMNS, [message_row(m) for m in messages]
+            f"{title} (newest first, {shown})",
+            MESSAGE_COLUMNS,
+            [message_row(m) for m in stream.kept],
+        )
+    if for_people and (more or not complete):
+        count = f"{more} more" if complete else f"at least {more} more"
+        print(
+            f"postman-async: {count} not shown (the table stops at {limit}); "
+            f"--limit {stream.count + more if complete else 'N'} shows them, and -q or "
+            "--format json|tsv lists every one",
+            file=sys.stderr,
         )
     return 0
+
+
+class _Stream:
+    """``list``'s output as it is read: IDs (``-q``), a JSON array or TSV rows, printed page
+    by page; for a table, the messages kept to show at the end."""
+
+    def __init__(self, out: Output, *, ids_only: bool) -> None:
+        self.out = out
+        self.ids_only = ids_only
+        self.count = 0
+        self.kept: list[Message] = []
+
+    def add(self, message: Message) -> None:
+        first = self.count == 0
+        self.count += 1
+        if self.ids_only:
+            print(message.id, flush=True)  # a pipe starts working at once
+        elif self.out.as_json:
+            text = json.dumps(encode(message), indent=2, default=str)
+            print("[" if first else ",", textwrap.indent(text, "  "), sep="\n", end="")
+        elif self.out.fmt == "tsv":
+            if first:
+                print("\t".join(MESSAGE_COLUMNS))
+            print("\t".join(str(cell).replace("\t", " ") for cell in message_row(message)))
+        else:
+            self.kept.append(message)
+
+    def close(self) -> None:
+        if self.ids_only:
+            return
+        if self.out.as_json:
+            print("\n]" if self.count else "[]")
+        elif self.out.fmt == "tsv" and not self.count:
+            print("\t".join(MESSAGE_COLUMNS))
 
 
 def _digits(search: str) -> str:
@@ -215,6 +261,7 @@ async def cmd_simulator(args: argparse.Namespace, out: Output) -> int:
         host=args.host,
         port=args.port,
         rate_limit=args.rate_limit,
+        load_test=args.load_test,
         rate_limit_mode=args.rate_limit_mode,
         retry_after_header=not args.no_retry_after,
         time_scale=args.time_scale,

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import os
+import socket
 import stat
 import sys
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any, BinaryIO, NoReturn
 
+from yarl import URL
+
 from .._console import Output
 from .._files import open_private
 from .._redact import redact_url
+from .._state_file import load_attempt_cap, save_attempt_cap
 from ..client import PostmanClient
 from ..errors import ValidationError
 from ..models import Message
-from ._exit import CliError
+from ._exit import EXIT_NETWORK, CliError
 
 MESSAGE_COLUMNS = ["id", "recipient", "status", "attempts", "last error", "created"]
 
@@ -98,24 +103,84 @@ def check_opened(fd: int, path: str, what: str) -> None:
         raise CliError(f"cannot read {what} {path}: {_kind(mode)}, not a file")
 
 
-def client(args: argparse.Namespace) -> PostmanClient:
+def client(args: argparse.Namespace) -> CampaignClient:
+    """The campaign's client, for ``async with``: checked (the key, the campaign, the
+    environment) before anything is sent, with the attempt cap learned in earlier runs."""
     key = api_key(args)
     if not args.campaign:
         raise CliError("give --campaign or set POSTMAN_CAMPAIGN_ID")
     if args.base_url and not args.base_url.rstrip("/").endswith("/api/v2"):
+        args.suspect_base_url = True  # a 404 then says "bad input" (exit 2), not "not found"
         print(
             f"postman-async: hint: the API's base URL ends in /api/v2; "
             f"{redact_url(args.base_url)} does not, so every call may answer 404",
             file=sys.stderr,
         )
-    return PostmanClient(
-        api_key=key,
-        campaign_id=args.campaign,
-        base_url=args.base_url,
-        rate_limit=args.rate_limit,
-        timeout=args.timeout,
-        max_retries=args.max_retries,
+    return CampaignClient(
+        PostmanClient(
+            api_key=key,
+            campaign_id=args.campaign,
+            base_url=args.base_url,
+            rate_limit=args.rate_limit,
+            timeout=args.timeout,
+            max_retries=args.max_retries,
+            environment=getattr(args, "environment", None),
+        )
     )
+
+
+#: Resolver answers that another try will not change: the name does not exist.
+_NO_SUCH_NAME = {
+    getattr(socket, name)
+    for name in ("EAI_NONAME", "EAI_NODATA", "EAI_FAIL")
+    if hasattr(socket, name)
+}
+
+
+class CampaignClient:
+    """``async with client(args) as api``: on entry, the host's name must resolve (a name
+    that does not exist is told at once, exit 8, not after a round of retries) and the
+    attempt cap learned in earlier runs is loaded; on exit, what was learned is kept
+    (``_state_file``) and the client is closed."""
+
+    def __init__(self, api: PostmanClient) -> None:
+        self.api = api
+
+    async def __aenter__(self) -> PostmanClient:
+        await resolvable(self.api.base_url)
+        known = await asyncio.to_thread(load_attempt_cap, self.api.campaign_id, self.api.base_url)
+        self.api.attempt_cap.lower, self.api.attempt_cap.upper = known.lower, known.upper
+        self._loaded = (known.lower, known.upper)
+        return self.api
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            cap = self.api.attempt_cap
+            if (cap.lower, cap.upper) != self._loaded:
+                await asyncio.to_thread(
+                    save_attempt_cap, self.api.campaign_id, self.api.base_url, cap
+                )
+        finally:
+            await self.api.aclose()
+
+
+async def resolvable(base_url: str) -> None:
+    """Raise ``CliError`` (exit 8) if the base URL's host name does not resolve."""
+    host = URL(base_url).raw_host or ""
+    try:
+        ipaddress.ip_address(host)
+        return  # an address: nothing to resolve
+    except ValueError:
+        pass
+    try:
+        await asyncio.get_running_loop().getaddrinfo(host, None)
+    except socket.gaierror as exc:
+        if exc.errno in _NO_SUCH_NAME:
+            raise CliError(
+                f"cannot resolve host {host}: {exc.strerror} (check --base-url or "
+                "POSTMAN_BASE_URL)",
+                EXIT_NETWORK,
+            ) from None
 
 
 async def ids(args: argparse.Namespace) -> AsyncIterator[str]:

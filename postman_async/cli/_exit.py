@@ -20,13 +20,15 @@ EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM, after printing (and saving) what wa
 EXIT_CODES_HELP = """exit codes:
   0    everything asked for was done
   1    another API error (the server failed: 5xx, or an answer that could not be read)
-  2    bad input (arguments, IDs, values), also when the server answers 400
+  2    bad input (arguments, IDs, values, a base URL with no such route), also when the
+       server answers 400 (as when it refuses every retry asked for)
   3    authentication: the key or campaign was refused, IP not allowed, no permission
   4    rate limit (429) or retry budget exhausted
   5    retry-batch did not fire
   6    nothing found: no message or batch asked for exists
   7    partial: some of it was done, some not (the summary and --report say which)
-  8    network: the server could not be reached (connection refused, DNS, timeout)
+  8    network: the server could not be reached (connection refused, a host name that
+       does not resolve, timeout)
   9    job lost: Redis lost the job's data (check AOF and noeviction; submit it again)
   130  interrupted (Ctrl-C or SIGTERM), after printing what was done"""
 
@@ -53,7 +55,8 @@ def exit_code(exc: BaseException) -> int:
     if isinstance(exc, (errors.TooManyRequestsError, errors.RetryBudgetExhaustedError)):
         return EXIT_BUDGET
     if isinstance(exc, errors.NotFoundError):
-        return EXIT_NOT_FOUND
+        # invalid_path: no such route, so the base URL is wrong (bad input), not the IDs
+        return EXIT_INPUT if exc.code == "invalid_path" else EXIT_NOT_FOUND
     if isinstance(exc, (errors.ValidationError, errors.BadRequestError)):
         return EXIT_INPUT
     if isinstance(exc, errors.TransportError) and not isinstance(
@@ -76,4 +79,6 @@ def describe(exc: BaseException) -> str:
         )
     elif isinstance(exc, errors.PermissionDeniedError):
         text += " (the key is valid but not for this campaign: check --campaign)"
+    elif isinstance(exc, errors.NotFoundError) and exc.code == "invalid_path":
+        text += " (no such route: the base URL must end in /api/v2)"
     return text

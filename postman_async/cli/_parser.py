@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from .._redact import redact_text
 from .._version import __version__
+from ..environments import ENVIRONMENTS
 from ._exit import EXIT_CODES_HELP
 from ._jobs import add_job_parser
 
@@ -22,6 +23,7 @@ ENVIRONMENT_HELP = """environment:
   POSTMAN_API_KEY_FILE   a file holding the key
   POSTMAN_CAMPAIGN_ID    the campaign (or --campaign)
   POSTMAN_BASE_URL       the API base URL, ending in /api/v2 (default: from the key's prefix)
+  POSTMAN_ENVIRONMENT    production, test or loadtest (or --environment)
   POSTMAN_ASYNC_REDIS_URL  Redis for `job` commands (default redis://127.0.0.1:6379/0)"""
 
 EXAMPLES = """examples:
@@ -132,7 +134,29 @@ def build() -> argparse.ArgumentParser:
 
 
 def _send_batch(batch: argparse.ArgumentParser) -> None:
-    batch.add_argument("csv_file", help="the CSV file (checked before it is sent)")
+    batch.add_argument(
+        "csv_file",
+        help="the CSV file, any size (checked whole before anything is sent; split into "
+        "files of at most 40 MB, and 20 rows in the test environment)",
+    )
+    batch.add_argument(
+        "--guard-window",
+        type=non_negative,
+        default=24.0,
+        metavar="HOURS",
+        help="refuse (exit 2) a file already uploaded as a batch within this many hours, "
+        "found by reading back (default 24; 0: no check)",
+    )
+    batch.add_argument(
+        "--again", action="store_true", help="send it even if it was already uploaded"
+    )
+    batch.add_argument(
+        "--max-batch-rows",
+        type=_count(1),
+        default=None,
+        metavar="N",
+        help="at most N rows per file (default: 20 in the test environment, else no limit)",
+    )
 
 
 def _status(status: argparse.ArgumentParser) -> None:
@@ -164,7 +188,20 @@ def _shared() -> tuple[Parser, Parser]:
         default=os.environ.get("POSTMAN_API_KEY_FILE"),
         help="read the API key from this file (default: $POSTMAN_API_KEY)",
     )
-    api.add_argument("--rate-limit", type=positive, default=10.0, help="calls/s (default 10)")
+    api.add_argument(
+        "--environment",
+        choices=tuple(ENVIRONMENTS),
+        default=os.environ.get("POSTMAN_ENVIRONMENT") or None,
+        help="production, test or loadtest (booked in advance; up to 200/s; statuses stay "
+        "pending): its base URL and rate are the defaults (default: $POSTMAN_ENVIRONMENT, "
+        "else from the key)",
+    )
+    api.add_argument(
+        "--rate-limit",
+        type=positive,
+        default=None,
+        help="calls/s (default: the environment's: 10, or 200 for loadtest)",
+    )
     api.add_argument("--timeout", type=positive, default=30.0, help="seconds per HTTP call")
     api.add_argument("--max-retries", type=_count(0), default=5, help="HTTP retries per call")
     return common, api
@@ -197,10 +234,16 @@ def _list(listing: argparse.ArgumentParser) -> None:
     listing.add_argument("--search", help="recipient digits (+ and spaces are ignored)")
     listing.add_argument("--status", choices=STATUSES, help="only messages with this status")
     listing.add_argument(
-        "--limit", type=_count(1), default=50, help="at most this many (default 50)"
+        "--limit",
+        type=_count(1),
+        default=None,
+        help="at most this many (default: 50 in a table; -q and --format json|tsv list all)",
     )
     listing.add_argument(
-        "-q", "--ids-only", action="store_true", help="print only the IDs, one per line"
+        "-q",
+        "--ids-only",
+        action="store_true",
+        help="print only the IDs, one per line, of every page (for pipes)",
     )
 
 
@@ -247,62 +290,9 @@ def _settle(settle: argparse.ArgumentParser) -> None:
 
 
 def _simulator(sim: argparse.ArgumentParser) -> None:
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=_count(0), default=8080)
-    sim.add_argument("--rate-limit", type=positive, default=10.0, help="calls/s per campaign")
-    sim.add_argument(
-        "--rate-limit-mode", choices=("sliding", "fixed", "token_bucket"), default="sliding"
-    )
-    sim.add_argument("--no-retry-after", action="store_true", help="omit Retry-After on 429")
-    sim.add_argument("--time-scale", type=positive, default=1.0, help="lifecycle speed-up")
-    sim.add_argument("--failure-rate", type=non_negative, default=0.0, help="0..1")
-    sim.add_argument(
-        "--max-attempts",
-        type=_count(1),
-        default=3,
-        help="the server's attempt cap, original send included (the docs allow 3 or 4)",
-    )
-    sim.add_argument(
-        "--retry-failure-rate",
-        type=non_negative,
-        default=None,
-        help="share of retried failures that fail again (default: as --failure-rate)",
-    )
-    sim.add_argument("--max-batch-rows", type=_count(1), default=None)
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--server-error-rate", type=non_negative, default=0.0, help="0..1")
-    sim.add_argument(
-        "--competing-share",
-        type=non_negative,
-        default=0.0,
-        help="share of each campaign's rate taken by a simulated competing client (0..1)",
-    )
-    sim.add_argument(
-        "--latency-ms",
-        type=non_negative,
-        default=0.0,
-        help="one-way network delay added to each request, in and out (ms)",
-    )
-    sim.add_argument(
-        "--jitter-ms",
-        type=non_negative,
-        default=0.0,
-        help="spread of that delay on top of --latency-ms (ms)",
-    )
-    sim.add_argument(
-        "--jitter-dist",
-        choices=("uniform", "lognormal"),
-        default="uniform",
-        help="uniform in [0, jitter], or lognormal (median jitter/2, heavy tail)",
-    )
-    sim.add_argument("--latency", type=non_negative, default=0.0, help="seconds added per answer")
-    sim.add_argument(
-        "--failed-messages",
-        type=_count(0),
-        default=0,
-        help="pre-create this many failed messages (to try retries on)",
-    )
-    sim.add_argument("--ids-out", type=_writable, default=None, help="write their IDs to this file")
+    from ._sim_args import add_simulator_arguments  # it uses this module's argument types
+
+    add_simulator_arguments(sim)
 
 
 #: (name, help, shared options: "api" / "output" / "none", example, its own arguments)

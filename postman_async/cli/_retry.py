@@ -1,4 +1,4 @@
-"""The retry commands: retry (interruptible and resumable), retry-batch, settle."""
+"""The retry command: interruptible and resumable, one POST per ID, never twice."""
 
 from __future__ import annotations
 
@@ -12,20 +12,21 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from .._console import Output
+from .._console import Output, RecentRate
 from .._files import open_private
+from ..client import PostmanClient
 from ..errors import PostmanError, ValidationError
-from ..models import MessageStatus
 from ..orchestrator import RetryOrchestrator
-from ..reports import Outcome, RetryReport, SettleProgress
-from ..rules import NOT_WORTH_RETRYING
+from ..reports import Outcome, RetryReport
 from ._common import LineReader, check_readable, client, counts_text, ids, write_lines
 from ._exit import (
+    EXIT_INPUT,
     EXIT_INTERRUPTED,
-    EXIT_NOT_FIRED,
     EXIT_NOT_FOUND,
+    EXIT_OTHER,
     EXIT_PARTIAL,
     CliError,
+    exit_code,
 )
 
 
@@ -61,14 +62,13 @@ async def cmd_retry(args: argparse.Namespace, out: Output) -> int:
     elif not args.message_ids and not args.ids_file:
         raise CliError("give message IDs or --ids-file FILE|-")
     total = await asyncio.to_thread(_count_input, args)  # a bad file stops here, before a call
-    started = time.monotonic()
     bad_input: list[BaseException] = []
     async with client(args) as api:
         orchestrator = RetryOrchestrator(api, concurrency=args.concurrency)
         source = _until_bad_input(ids(args), orchestrator.stop, bad_input)
         with interruptible(orchestrator.stop) as signals:
-            progress = lambda: _progress(orchestrator.report, started, total, args.rate_limit)  # noqa: E731
-            with out.live(progress) as refresh:
+            progress = RetryProgress(api, total)
+            with out.live(lambda: progress.line(orchestrator.report)) as refresh:
                 try:
                     report = await orchestrator.retry_messages(
                         source, on_progress=lambda _: refresh()
@@ -132,11 +132,11 @@ async def _save(
     if args.report:
         data = report.to_dict()
         data["summary"]["interrupted"] = interrupted
-        await asyncio.to_thread(_write_json, args.report, data)
+        await asyncio.to_thread(write_json, args.report, data)
     return left
 
 
-def _write_json(path: str, data: dict[str, Any]) -> None:
+def write_json(path: str, data: dict[str, Any]) -> None:
     """Write a report, private to its owner (mode 0600: it holds recipients and texts)."""
     import json
 
@@ -144,20 +144,37 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
         json.dump(data, handle, indent=1)
 
 
-def _progress(report: RetryReport | None, started: float, total: int | None, budget: float) -> str:
-    """Done of total, the rate, elapsed and the ETA at the campaign's budget."""
-    if report is None:
-        return "retrying: starting"
-    elapsed = time.monotonic() - started
-    done = len(report)
-    rate = done / elapsed if elapsed > 0 else 0.0
-    counts = counts_text({o.value: report.counts[o] for o in Outcome if report.counts[o]})
-    of = f" of {total}" if total is not None else ""
-    line = f"retrying: {done}{of} done ({counts}), {rate:.1f}/s, elapsed {elapsed:.0f}s"
-    if total is not None:
-        per_id = report.calls / done if done and report.calls else 1.0
-        line += f", ETA {max(0, total - done - report.duplicates) * per_id / budget:.0f}s"
-    return line
+class RetryProgress:
+    """The live line: done of total, the calls per second over the last seconds (never above
+    the budget), elapsed, and an ETA from the IDs done per second lately (none before any)."""
+
+    def __init__(
+        self, api: PostmanClient, total: int | None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.api = api
+        self.total = total
+        self.clock = clock
+        self.started = clock()
+        self.calls = RecentRate(api.calls, clock=clock)
+        self.done = RecentRate(0, clock=clock)
+
+    def line(self, report: RetryReport | None) -> str:
+        if report is None:
+            return "retrying: starting"
+        elapsed = self.clock() - self.started
+        done = len(report)
+        per_second = self.calls.update(self.api.calls)
+        ids_per_second = self.done.update(done)
+        counts = counts_text({o.value: report.counts[o] for o in Outcome if report.counts[o]})
+        of = f" of {self.total}" if self.total is not None else ""
+        line = (
+            f"retrying: {done}{of} done ({counts}), {per_second:.1f} calls/s "
+            f"(last {self.calls.seconds}s), elapsed {elapsed:.0f}s"
+        )
+        left = max(0, self.total - done - report.duplicates) if self.total is not None else 0
+        if left and ids_per_second > 0:
+            line += f", ETA {left / ids_per_second:.0f}s"
+        return line
 
 
 def _count_input(args: argparse.Namespace) -> int | None:
@@ -245,157 +262,19 @@ def _ids_table(out: Output, title: str, rows: list[list[Any]]) -> None:
 
 
 def _retry_exit(report: RetryReport) -> int:
+    """0: every ID retried; 7: some retried (or may have been: an outcome unknown) and some
+    not. Nothing retried: 6 when no ID exists; else the errors' own code when they agree (2
+    for an invalid ID, 8 for the network...); else 2, the server having refused each retry
+    with a 400 (not in failure, out of attempts, held by its batch's status)."""
     total = len(report)
-    if total and report.counts[Outcome.RETRIED] == total:
+    retried = report.counts[Outcome.RETRIED]
+    if total and retried == total:
         return 0
-    if total and report.counts[Outcome.NOT_FOUND] == total:
+    if retried or report.uncertain_count:
+        return EXIT_PARTIAL
+    if report.counts[Outcome.NOT_FOUND] == total:
         return EXIT_NOT_FOUND
-    return EXIT_PARTIAL if total else EXIT_NOT_FOUND
-
-
-async def cmd_retry_batch(args: argparse.Namespace, out: Output) -> int:
-    async with client(args) as api:
-        plan = await _batch_plan(api, args.batch_id)
-        out.line(_describe_plan(args.batch_id, plan))
-        if args.dry_run:
-            return 0
-        if plan["notWorth"] and not args.yes and not _confirm(plan["notWorth"]):
-            out.line("not fired: declined")
-            return EXIT_NOT_FIRED
-        report = await RetryOrchestrator(api).retry_batch(
-            args.batch_id, wait_unresolved=args.wait_unresolved
-        )
-    if args.report:
-        await asyncio.to_thread(_write_json, args.report, report.to_dict())
-    if out.as_json:
-        out.json(report.to_dict())
-    else:
-        out.table(
-            f"batch {args.batch_id}",
-            ["", "value"],
-            [
-                ["fired", "yes" if report.fired else "no"],
-                ["reason", report.reason.value],
-                ["batch status", report.batch_status or "?"],
-                ["messages", report.messages],
-                ["retried", len(report.retried_ids)],
-                ["exhausted", len(report.exhausted_ids)],
-                ["unresolved", len(report.unresolved_ids)],
-                ["calls", report.calls],
-            ],
-        )
-        if report.error is not None:
-            out.line(f"server said: {report.error}")
-    return 0 if report.fired else EXIT_NOT_FIRED
-
-
-async def _batch_plan(api: Any, batch_id: str) -> dict[str, Any]:
-    """What a batch retry would touch: read the batch (1 call per 1,000 messages)."""
-    failed, created = 0, 0
-    not_worth: dict[str, int] = {}
-    async for message in api.list_batch_messages(batch_id, page_size=1000):
-        if message.latest_status == MessageStatus.CREATED:
-            created += 1
-        if message.latest_status == MessageStatus.FAILURE:
-            failed += 1
-            code = message.latest_error_code
-            if code in NOT_WORTH_RETRYING:
-                not_worth[code] = not_worth.get(code, 0) + 1
-    return {"failed": failed, "created": created, "notWorth": not_worth}
-
-
-def _describe_plan(batch_id: str, plan: dict[str, Any]) -> str:
-    text = f"batch {batch_id}: {plan['failed']} failed messages would be retried"
-    if plan["notWorth"]:
-        text += (
-            f", {sum(plan['notWorth'].values())} of them with errors a retry will not fix "
-            f"({counts_text(plan['notWorth'])}): each spends one of its attempts"
-        )
-    if plan["created"]:
-        text += f"; {plan['created']} still 'created' (it will not fire while they are)"
-    return text
-
-
-def _confirm(not_worth: dict[str, int]) -> bool:
-    """Ask on a terminal; off a terminal, a script must say ``--yes``."""
-    if not sys.stdin.isatty():
-        raise CliError(
-            f"{sum(not_worth.values())} of the failed messages have errors a retry will not "
-            "fix; pass --yes to retry them anyway (or --dry-run to look)"
-        )
-    answer = input("Retry them anyway? [y/N] ")
-    return answer.strip().lower() in ("y", "yes")
-
-
-async def cmd_settle(args: argparse.Namespace, out: Output) -> int:
-    message_ids = [i async for i in ids(args)]
-    if not message_ids and not args.batch:
-        raise CliError("give message IDs, --ids-file or --batch")
-    async with client(args) as api:
-        status = ["settling: reading state"]
-        run = asyncio.ensure_future(_settle(api, args, message_ids, status, out))
-
-        def stop() -> None:
-            run.cancel()
-
-        with interruptible(stop):
-            try:
-                settle = await run
-            except asyncio.CancelledError:
-                out.line(
-                    "interrupted. Run the same settle again to continue: it reads every "
-                    "message before it retries, so nothing is retried twice."
-                )
-                return EXIT_INTERRUPTED
-    data = _settle_dict(settle)
-    if args.report:
-        await asyncio.to_thread(_write_json, args.report, data)
-    if out.as_json:
-        out.json(data)
-    else:
-        out.table(
-            "settle rounds",
-            ["round", "failed", "batch retries", "single retries", "calls"],
-            [
-                [r.number, r.failed, len(r.batch_retries), r.single_retries, r.calls]
-                for r in settle.rounds
-            ],
-        )
-        out.line(settle.summary())
-    if not settle.states:
-        return EXIT_NOT_FOUND if settle.not_found or message_ids or args.batch else 0
-    return EXIT_PARTIAL if settle.unsettled or settle.not_found else 0
-
-
-async def _settle(
-    api: Any, args: argparse.Namespace, message_ids: list[str], status: list[str], out: Output
-) -> Any:
-    with out.live(lambda: status[0]) as refresh:
-
-        def show(progress: SettleProgress) -> None:
-            left = progress.messages - progress.settled
-            status[0] = (
-                f"{progress.describe()}; elapsed {progress.elapsed:.0f}s; ETA <= "
-                f"{left / args.rate_limit:.0f}s of calls at {args.rate_limit:g}/s"
-            )
-            refresh()
-
-        return await RetryOrchestrator(api).retry_until_settled(
-            message_ids, batch_ids=args.batch, timeout=args.timeout_total, on_progress=show
-        )
-
-
-def _settle_dict(settle: Any) -> dict[str, Any]:
-    return {
-        "summary": settle.summary(),
-        "rounds": len(settle.rounds),
-        "delivered": settle.delivered,
-        "failedForGood": dict(settle.failed_for_good),
-        "unsettled": settle.unsettled,
-        "notFound": settle.not_found,
-        "exhausted": settle.exhausted,
-        "attemptCap": settle.attempt_cap,
-        "calls": settle.calls,
-        "callsByPurpose": settle.calls_by_purpose(),
-        "states": {i: s.status for i, s in settle.states.items()},
-    }
+    codes = {exit_code(r.error) for r in report if r.outcome == Outcome.ERROR and r.error}
+    if len(codes) > 1:
+        return EXIT_OTHER
+    return codes.pop() if codes else EXIT_INPUT

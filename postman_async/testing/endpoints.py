@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .simulator import PostmanSimulator
 
 MAX_BODY_CHARS = 1000  # excluding header and footer (reference §6.8)
+TEST_ENVIRONMENT_ROWS = 20  # rows per batch file in the test environment (reference §2.3)
 MAX_FULL_MESSAGE_CHARS = 1530
 _NRIC = re.compile(r"[STFGM][0-9]{7}[A-Z]")
 # Not rejected by the real API as far as documented; rejected in strict mode (§6.8).
@@ -210,8 +211,11 @@ class Endpoints:
             return f"Invalid CSV file: unknown or duplicate column(s): {', '.join(unknown)}"
         if len(records) == 1:
             return "Invalid CSV file: no message rows"
-        if self.sim.max_batch_rows is not None and len(records) - 1 > self.sim.max_batch_rows:
-            return f"Invalid CSV file: at most {self.sim.max_batch_rows} rows are allowed"
+        limit = self.sim.max_batch_rows
+        if campaign.test_environment:  # reference §2.3: the test environment caps a file
+            limit = min(limit or TEST_ENVIRONMENT_ROWS, TEST_ENVIRONMENT_ROWS)
+        if limit is not None and len(records) - 1 > limit:
+            return f"Invalid CSV file: at most {limit} rows are allowed"
         rows, errors = [], []
         for line, record in enumerate(records[1:], start=2):
             if len(record) != len(header):

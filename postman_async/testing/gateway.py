@@ -190,3 +190,27 @@ class Gateway:
         if request.query.get("times"):
             body["times"] = self.sim.request_times(campaign_id)
         return web.json_response(body)
+
+    async def admin_advance(self, request: web.Request) -> web.Response:
+        """``POST /__simulator__/advance?seconds=N``: move the simulator's time on (as
+        :meth:`PostmanSimulator.advance`), so a test in another process steps the message
+        lifecycle instead of sleeping."""
+        try:
+            seconds = float(request.query.get("seconds", ""))
+            self.sim.advance(seconds)
+        except ValueError:
+            return web.json_response({"error": "seconds: a number >= 0"}, status=400)
+        return web.json_response({"clock": self.sim.clock()})
+
+    async def admin_messages(self, request: web.Request) -> web.Response:
+        """``GET /__simulator__/messages?campaign=...&batch=...``: every message's status and
+        attempt count, as the simulator knows them (ground truth for tests in another
+        process)."""
+        campaign_id = request.query.get("campaign", self.sim.campaign_id)
+        batch_id = request.query.get("batch")
+        messages = {
+            m.id: {"status": self.sim.message_status(m.id), "attempts": len(m.attempts)}
+            for m in self.sim.messages.values()
+            if m.campaign_id == campaign_id and (batch_id is None or m.batch_id == batch_id)
+        }
+        return web.json_response({"messages": messages})

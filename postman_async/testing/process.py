@@ -3,10 +3,14 @@ tests of code that cannot share the simulator's event loop (a CLI, another proce
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
+import urllib.parse
+import urllib.request
 from types import TracebackType
+from typing import Any
 
 
 def free_port() -> int:
@@ -53,6 +57,32 @@ class SimulatorProcess:
         self.campaign_id = lines[1].split(":", 1)[1].strip()
         self.api_key = lines[2].split(":", 1)[1].strip()
         return self
+
+    def _admin(self, path: str, method: str = "GET", **query: str) -> dict[str, Any]:
+        url = self.base_url.replace("/api/v2", f"/__simulator__/{path}")
+        url += "?" + urllib.parse.urlencode({"campaign": self.campaign_id, **query})
+        request = urllib.request.Request(url, method=method)
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            data: dict[str, Any] = json.loads(answer.read())
+        return data
+
+    def advance(self, seconds: float) -> None:
+        """Move the simulator's time on by ``seconds`` (its lifecycle and rate windows), as
+        :meth:`PostmanSimulator.advance` does in-process: step it, never sleep for it."""
+        self._admin("advance", "POST", seconds=str(seconds))
+
+    def stats(self, *, posts: bool = False) -> dict[str, Any]:
+        """The simulator's ground truth for the default campaign: requests, 429s, the most
+        requests in any sliding second (``maxPerSecond``) and, with ``posts``, every processed
+        POST per intended action (``posts``)."""
+        return self._admin("stats", **({"posts": "1"} if posts else {}))
+
+    def messages(self, batch_id: str | None = None) -> dict[str, dict[str, Any]]:
+        """Every message of the default campaign (or of one batch) with its ``status`` and
+        ``attempts``, as the simulator knows them."""
+        query = {"batch": batch_id} if batch_id else {}
+        messages: dict[str, dict[str, Any]] = self._admin("messages", **query)["messages"]
+        return messages
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None

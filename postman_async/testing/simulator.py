@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 import attrs
 from aiohttp import web
 
-from . import server_rules as rules
 from .endpoints import Endpoints
 from .gateway import ADMIN_PREFIX, Faults, Gateway, RequestRecord
 from .ground_truth import PostLedger
@@ -28,12 +27,11 @@ from .network import Network
 from .server_limits import CampaignRateLimiter, max_in_window
 from .state import (
     DEFAULT_STEP_DELAYS,
-    TEST_NUMBERS,
     Attempt,
     Campaign,
     SimBatch,
     SimMessage,
-    draw_outcome,
+    next_attempt,
 )
 
 API_PREFIX = "/api/v2"
@@ -57,14 +55,17 @@ class PostmanSimulator:
     makes retried failures fail again (default: as ``failure_rate``); ``clock`` is injectable
     and :meth:`advance` moves the lifecycle on; ``faults`` injects seeded failures;
     ``network`` delays each request on its way in (before the rate limiter sees it) and out,
-    waited with ``sleep``.
+    waited with ``sleep``. ``load_test``: behave as the load-test environment (reference
+    §1): every attempt stops at the aggregator and stays ``sending`` (never ``success``, no
+    delivery error), and the rate limit is 200/s unless ``rate_limit`` says otherwise.
     """
 
     def __init__(
         self,
         *,
         campaigns: Sequence[Campaign] | None = None,
-        rate_limit: float = 10.0,
+        rate_limit: float | None = None,
+        load_test: bool = False,
         rate_limit_mode: str = "sliding",
         retry_after_header: bool = True,
         time_scale: float = 1.0,
@@ -96,7 +97,8 @@ class PostmanSimulator:
         self.campaigns: dict[str, Campaign] = {}
         for campaign in campaigns or [self._default_campaign()]:
             self.add_campaign(campaign)
-        self.rate_limit = rate_limit
+        self.load_test = load_test
+        self.rate_limit = rate_limit if rate_limit is not None else 200.0 if load_test else 10.0
         self.rate_limit_mode = rate_limit_mode
         self.retry_after_header = retry_after_header
         self.time_scale = time_scale
@@ -332,25 +334,15 @@ class PostmanSimulator:
         *,
         retry: bool = False,
     ) -> Attempt:
-        index = len(message.attempts)
-        rng = random.Random(f"{self.seed}:{message.id}:{index}")
-        if outcome is None and message.planned:
-            outcome = message.planned[min(index, len(message.planned) - 1)]
-        if outcome is None and retry and self.retry_failure_rate is not None:
-            previous = message.attempts[-1]
-            if rng.random() < self.retry_failure_rate and previous.error_code is not None:
-                outcome = (rules.FAILURE, previous.error_type, previous.error_code)
-            elif message.recipient not in TEST_NUMBERS:
-                outcome = draw_outcome(message.recipient, rng, 0.0)
-        status, error_type, code = outcome or draw_outcome(
-            message.recipient, rng, self.failure_rate
-        )
-        return Attempt(
-            id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            started=started,
-            outcome=status,
-            error_type=error_type,
-            error_code=code,
+        return next_attempt(
+            message,
+            started,
+            outcome,
+            retry=retry,
+            seed=self.seed,
+            failure_rate=self.failure_rate,
+            retry_failure_rate=self.retry_failure_rate,
+            load_test=self.load_test,
         )
 
     def _new_message(
@@ -406,6 +398,8 @@ class PostmanSimulator:
         app.router.add_post(p + "/batch/{batch_id}/retry", endpoints.retry_batch)
         app.router.add_get(p + "/batch/{batch_id}/messages", endpoints.list_batch)
         app.router.add_get(ADMIN_PREFIX + "/stats", gateway.admin_stats)
+        app.router.add_post(ADMIN_PREFIX + "/advance", gateway.admin_advance)
+        app.router.add_get(ADMIN_PREFIX + "/messages", gateway.admin_messages)
         return app
 
 

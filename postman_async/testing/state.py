@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import re
+import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 
@@ -61,6 +62,8 @@ class Campaign:
     header: str = "Open Government Products"
     footers: Mapping[str, str] = DEFAULT_FOOTERS
     allowed_ips: tuple[str, ...] | None = None
+    #: The test environment (reference §1, §2.3): the test prefix on every message, and at
+    #: most 20 rows per batch file.
     test_environment: bool = False
     #: Legacy NRIC recipients (reference §6.7): NRIC -> phone number; None: not enabled.
     nric_phones: Mapping[str, str] | None = None
@@ -100,7 +103,7 @@ class Attempt:
 
     id: str
     started: float
-    outcome: str  # SUCCESS, FAILURE, or SENT_TO_TELCO (foreign: never final)
+    outcome: str  # SUCCESS, FAILURE, SENT_TO_TELCO (foreign) or SENDING (load test)
     error_type: str | None = None
     error_code: str | None = None
 
@@ -115,12 +118,14 @@ class Attempt:
         ]
         if self.outcome == rules.FAILURE and self.error_type == "server_error":
             steps = steps[:3]  # a server error fails it while sending
+        if self.outcome == rules.SENDING:
+            steps = steps[:3]  # load test: it stops at the aggregator, pending for good
         out = []
         at = self.started
         for index, status in enumerate(steps):
             out.append((status, at))
             at += delays[index]
-        if self.outcome != rules.SENT_TO_TELCO:
+        if self.outcome not in (rules.SENT_TO_TELCO, rules.SENDING):
             out.append((self.outcome, at))
         return out
 
@@ -192,3 +197,44 @@ def draw_outcome(
     if rules.is_foreign(recipient):
         return rules.SENT_TO_TELCO, None, None
     return rules.SUCCESS, None, None
+
+
+#: How every attempt ends in load-test mode: at the aggregator, ``sending`` for good.
+PARKED: tuple[str, str | None, str | None] = (rules.SENDING, None, None)
+
+
+def next_attempt(
+    message: SimMessage,
+    started: float,
+    outcome: tuple[str, str | None, str | None] | None = None,
+    *,
+    retry: bool,
+    seed: int,
+    failure_rate: float,
+    retry_failure_rate: float | None,
+    load_test: bool = False,
+) -> Attempt:
+    """The message's next attempt, started at ``started``: ``outcome`` if given, else the
+    message's planned one, else drawn (seeded per message and attempt). A retry of a failure
+    fails again with ``retry_failure_rate``. In load-test mode an attempt with no outcome
+    given stops at the aggregator (:data:`PARKED`)."""
+    index = len(message.attempts)
+    rng = random.Random(f"{seed}:{message.id}:{index}")
+    if outcome is None and message.planned:
+        outcome = message.planned[min(index, len(message.planned) - 1)]
+    if outcome is None and load_test:
+        outcome = PARKED
+    if outcome is None and retry and retry_failure_rate is not None:
+        previous = message.attempts[-1]
+        if rng.random() < retry_failure_rate and previous.error_code is not None:
+            outcome = (rules.FAILURE, previous.error_type, previous.error_code)
+        elif message.recipient not in TEST_NUMBERS:
+            outcome = draw_outcome(message.recipient, rng, 0.0)
+    status, error_type, code = outcome or draw_outcome(message.recipient, rng, failure_rate)
+    return Attempt(
+        id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        started=started,
+        outcome=status,
+        error_type=error_type,
+        error_code=code,
+    )

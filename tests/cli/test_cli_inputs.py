@@ -5,7 +5,6 @@ over the limit. Nothing here reaches a server (there is none listening)."""
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 import threading
@@ -166,18 +165,8 @@ def test_send_batch_refuses_a_device_and_a_directory(
     assert "a directory" in refused(capsys, "send-batch", "/")
 
 
-def test_send_batch_refuses_over_40_mb_without_reading_it(
-    env: dict[str, str],
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-) -> None:
-    big = tmp_path / "big.csv"
-    with open(big, "wb") as handle:
-        handle.truncate(40 * 1024 * 1024 + 1)  # sparse: no disk spent
-    monkeypatch.setattr(_csv_input, "open", _never_opened, raising=False)
-    err = refused(capsys, "send-batch", str(big))
-    assert "41,943,041 bytes, larger than the API's 40 MB limit" in err
+# A CSV over 40 MB is split, not refused, and a pipe is bounded at 1 GiB: both are tested in
+# tests/cli/test_cli_send.py and tests/integration/test_batch_split.py.
 
 
 def test_send_batch_names_the_line_that_is_not_utf8(
@@ -212,44 +201,3 @@ def test_a_key_file_that_is_no_key_file_is_refused_unechoed(
         monkeypatch.setattr(_common, "open", _never_opened, raising=False)
     err = refused(capsys, "status", "message_1", "--api-key-file", path)
     assert fragment in err and "key_test_" not in err and "kkkk" not in err
-
-
-def test_a_csv_from_an_endless_pipe_is_refused_after_the_limit(
-    env: dict[str, str], tmp_path: Path
-) -> None:
-    """``send-batch`` reads a pipe up to the API's 40 MB and no further (in a child process
-    whose address space is capped, so an unbounded read fails fast and spares this one)."""
-    fifo = tmp_path / "people.fifo"
-    os.mkfifo(fifo)
-
-    def write_forever() -> None:
-        block = b"6591234567,english,hello\n" * 4096
-        try:
-            with open(fifo, "wb") as handle:
-                handle.write(b"recipient,language,body\n")
-                while True:
-                    handle.write(block)
-        except BrokenPipeError:
-            pass  # the reader stopped at the limit
-
-    def cap_memory() -> None:
-        _, hard = resource.getrlimit(resource.RLIMIT_AS)
-        cap = 1 << 30 if hard == resource.RLIM_INFINITY else min(1 << 30, hard)
-        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
-
-    writer = threading.Thread(target=write_forever, daemon=True)
-    writer.start()
-    try:
-        result = subprocess.run(
-            [sys.executable, "-m", "postman_async", "send-batch", str(fifo)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            preexec_fn=cap_memory,
-        )
-    finally:
-        writer.join(timeout=30)
-    assert result.returncode == cli.EXIT_INPUT, result.stderr
-    assert "more than 41,943,040 bytes, larger than the API's 40 MB limit" in result.stderr
-    assert not writer.is_alive()

@@ -1,6 +1,6 @@
-"""Mutation proof for the read-back of lost send answers: each check passes against the real
-client and FAILS against a client with one rule broken (monkeypatched). A check never seen
-failing proves nothing.
+"""Mutation proof for the read-back of lost send answers, the duplicate-upload guard, split
+uploads and lost retry answers: each check passes against the real client and FAILS against
+a client with one rule broken (monkeypatched). A check never seen failing proves nothing.
 
 - no double send: a client that re-sends after a lost answer (the opt-in forced on, the
   read-back made to say "not found") -> check_no_double_send;
@@ -13,6 +13,7 @@ failing proves nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,11 +21,14 @@ import attrs
 import pytest
 
 import postman_async as pa
-from postman_async import _send_readback, readback
+from postman_async import _batch_upload, _fanout, _send_readback, readback
+from postman_async._post_hooks import before_each_post
+from postman_async.reports import MessageResult, Outcome
 from postman_async.testing import Faults, PostmanSimulator
 
-from ..checks import check_no_double_send
+from ..checks import check_no_double_retry, check_no_double_send
 from ..helpers import client_for, sim_time
+from ..integration.test_batch_split import TEST_CAMPAIGN, check_no_double_upload
 
 RECIPIENT = "6591234567"
 VALUES = {"body": "Your OTP is 123456"}
@@ -132,6 +136,165 @@ async def test_check_holds_for_the_real_client(
 
 @pytest.mark.parametrize(("name", "scenario", "mutation", "check"), CASES)
 async def test_check_fails_for_a_broken_client(
+    make_sim: Any,
+    patch: pytest.MonkeyPatch,
+    name: str,
+    scenario: Any,
+    mutation: Mutation,
+    check: Any,
+) -> None:
+    mutation(patch)
+    run = await scenario(make_sim)
+    patch.undo()
+    with pytest.raises(AssertionError):
+        check(run)
+
+
+# -- batch uploads and lost retry answers ---------------------------------------------------
+#
+# - the duplicate-upload guard: a client that skips it -> a second upload of the same file
+#   (check_no_double_upload);
+# - a split upload: a splitter that re-uploads a part whose answer was lost, instead of
+#   reading it back -> that part on the server twice (check_no_double_upload, and
+#   check_no_double_send: its rows are sends);
+# - a lost retry answer at the attempt cap: a fan-out that offers it to feed back (as
+#   before) -> a second, refused retry POST when it is fed back (check_no_double_retry);
+# - the createdAt rule: a read-back that calls a retry which took "not applied" -> fed back,
+#   a second retry (check_no_double_retry).
+
+
+def skip_the_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def nothing(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    monkeypatch.setattr(_batch_upload, "refuse_if_uploaded", nothing)
+
+
+def reupload_a_lost_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def upload(client: Any, request: Any, priority: Any, what: str) -> Any:
+        answer = await _send_readback._post(client, request, priority, pa.BatchSendResult)
+        if isinstance(answer, _send_readback.Lost):  # blindly, as if nothing was processed
+            answer = await _send_readback._post(client, request, priority, pa.BatchSendResult)
+        assert not isinstance(answer, _send_readback.Lost)
+        return answer
+
+    monkeypatch.setattr(_batch_upload, "upload", upload)
+
+
+def feed_back_at_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    def as_before(ex: Any, key: str, exc: pa.OutcomeUnknownError) -> Any:
+        return MessageResult(key, Outcome.ERROR, str(exc), error=exc, applied=exc.applied)
+
+    monkeypatch.setattr(_fanout, "_unknown_result", as_before)
+
+
+def took_read_as_not_applied(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(readback, "retry_created_after", lambda *a, **k: False)
+
+
+async def same_file_twice(make_sim: Any) -> Run:
+    run = Run(await make_sim())
+    rows = [{"recipient": "6591234567", "language": "english", "body": "Hi"}]
+    async with client_for(run.sim, **sim_time(run.sim)) as client:
+        await client.send_batch(rows, guard_window=3600)
+        with contextlib.suppress(pa.DuplicateUploadError):
+            await client.send_batch(rows, guard_window=3600)
+    return run
+
+
+async def split_with_a_lost_part(make_sim: Any) -> Run:
+    run = Run(await make_sim(campaigns=[TEST_CAMPAIGN]))
+    rows = [{"recipient": f"6591{i:06d}", "language": "english", "body": "Hi"} for i in range(25)]
+    count = [0]
+
+    async def before() -> None:  # the second POST's answer is lost
+        count[0] += 1
+        run.sim.faults = LOST_AFTER_PROCESSING if count[0] == 2 else Faults()
+
+    options = {"api_key": "key_test_abc", "campaign_id": TEST_CAMPAIGN.id, **sim_time(run.sim)}
+    async with client_for(run.sim, environment="test", **options) as client:
+        with before_each_post(before):
+            await client.send_batch(rows)
+    return run
+
+
+async def lost_retries_fed_back(make_sim: Any, *, attempts: int) -> Run:
+    """Lost answers of retries with no known count, then the failures fed back. The first
+    report is kept with the server's accepted retries as they stood after it."""
+    run = Run(await make_sim(max_attempts=3))
+    sim = run.sim
+    failed = ("failure", "delivery_error", "recipient_unavailable")
+    ids = [sim.create_message(outcome=failed, attempts=attempts).id for _ in range(3)]
+    sim.faults = LOST_AFTER_PROCESSING
+    async with client_for(sim) as client:
+        orchestrator = pa.RetryOrchestrator(client, max_attempts=3)
+        report = await orchestrator.retry_messages(ids)
+        run.outcomes.append((report, dict(sim.posts.accepted_retries)))
+        sim.faults = Faults()
+        await orchestrator.retry_messages(report.failures())
+    return run
+
+
+async def at_the_cap(make_sim: Any) -> Run:
+    return await lost_retries_fed_back(make_sim, attempts=3)
+
+
+async def retries_that_took(make_sim: Any) -> Run:
+    return await lost_retries_fed_back(make_sim, attempts=1)
+
+
+def check_retry_outcomes(run: Run) -> None:
+    """What the report says of each lost retry is what the server did: ``applied`` True
+    exactly for the retries it accepted (unknown ones aside)."""
+    for report, accepted in run.outcomes:
+        for result in report:
+            if result.applied is not None:
+                took = accepted.get(result.message_id, 0) > 0
+                assert result.applied is took, f"{result.message_id}: {result.detail}"
+
+
+def no_double_upload_nor_send(run: Run) -> None:
+    check_no_double_upload(run.sim)
+    check_no_double_send(run.sim)
+
+
+SIM_CASES = [
+    (
+        "the guard refuses a second upload",
+        same_file_twice,
+        skip_the_guard,
+        lambda r: check_no_double_upload(r.sim),
+    ),
+    (
+        "a lost part is read back",
+        split_with_a_lost_part,
+        reupload_a_lost_part,
+        no_double_upload_nor_send,
+    ),
+    (
+        "at the cap: no second POST",
+        at_the_cap,
+        feed_back_at_the_cap,
+        lambda r: check_no_double_retry(r.sim),
+    ),
+    (
+        "createdAt: a retry that took",
+        retries_that_took,
+        took_read_as_not_applied,
+        check_retry_outcomes,
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "scenario", "mutation", "check"), SIM_CASES)
+async def test_upload_and_retry_checks_hold_for_the_real_client(
+    make_sim: Any, name: str, scenario: Any, mutation: Mutation, check: Any
+) -> None:
+    check(await scenario(make_sim))
+
+
+@pytest.mark.parametrize(("name", "scenario", "mutation", "check"), SIM_CASES)
+async def test_upload_and_retry_checks_fail_for_a_broken_client(
     make_sim: Any,
     patch: pytest.MonkeyPatch,
     name: str,

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from postman_async import BatchStatus, Message, MessageStatus, Outcome, planner, rules
+from postman_async import (
+    BatchStatus,
+    Message,
+    MessageStatus,
+    Outcome,
+    PostmanClient,
+    RetryOrchestrator,
+    environments,
+    planner,
+    rules,
+)
 from postman_async.converter import decode
 from postman_async.reports import MessageState
 from postman_async.rules import AttemptCap, BatchVerdict
@@ -313,3 +325,45 @@ def test_next_watch_reads_fired_batches_by_their_pending_failures() -> None:
     assert watch.batches == ("batch_a",) and watch.batch_sizes == {"batch_a": 3}
     assert watch.batch_pending == {"batch_a": frozenset({"a"})}
     assert watch.singles == ("x", "y")
+
+
+# -- the entry points that take IDs refuse a single str -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda o: o.retry_messages("message_abc"), "message_ids"),
+        (lambda o: o.retry_messages(b"message_abc"), "message_ids"),
+        (lambda o: o.wait_for_outcomes("message_abc"), "message_ids"),
+        (lambda o: o.wait_for_outcomes(batch_ids="batch_abc"), "batch_ids"),
+        (lambda o: o.retry_until_settled("message_abc"), "message_ids"),
+        (lambda o: o.retry_until_settled(batch_ids="batch_abc"), "batch_ids"),
+    ],
+)
+async def test_a_bare_str_of_ids_is_refused_before_any_call(call: Any, name: str) -> None:
+    """``retry_messages("message_abc")`` once retried each character: 8 "IDs", 14 calls."""
+    async with PostmanClient(api_key="key_test_x", campaign_id="campaign_1") as client:
+        orchestrator = RetryOrchestrator(client)
+        with pytest.raises(TypeError, match=f"{name} takes an iterable of IDs"):
+            await call(orchestrator)
+        assert client.calls == 0 and orchestrator.report is None
+
+
+# -- the load-test environment: pending at the aggregator is as far as a message goes -----
+
+
+@pytest.mark.parametrize(
+    ("environment", "status", "parked"),
+    [
+        ("loadtest", MessageStatus.SENDING, True),
+        ("loadtest", MessageStatus.SENT, True),
+        ("loadtest", MessageStatus.CREATED, False),  # still on its way to the aggregator
+        ("loadtest", MessageStatus.ENQUEUED, False),
+        ("loadtest", MessageStatus.SUCCESS, False),  # final, not parked
+        ("test", MessageStatus.SENDING, False),
+        ("production", MessageStatus.SENT, False),
+    ],
+)
+def test_which_statuses_stay_pending(environment: str, status: MessageStatus, parked: bool) -> None:
+    assert environments.ENVIRONMENTS[environment].is_parked(status) is parked

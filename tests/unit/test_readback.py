@@ -311,3 +311,105 @@ def test_batch_retry_verdict() -> None:
         == rb.NOT_APPLIED
     )
     assert isinstance(rb.batch_retry_verdict("b", before, []), rb.Ambiguous)
+
+
+# -- the createdAt rule for a lost retry without a known attempt count ---------------------
+
+#: a read answered 0.2 s after the POST was sent, in the server's second 10:00:00 (its Date
+#: header): the POST reached the server no earlier than 09:59:59.8, less the 2 s allowance.
+READ = "Wed, 02 Dec 2026 10:00:00 GMT"
+
+
+def attempts(*offsets: float, status: str = "failure") -> pa.Message:
+    """A message read back; its attempts created ``offsets`` s after 10:00:00 (server clock),
+    newest first."""
+    tries = tuple(
+        pa.MessageAttempt(status=pa.MessageStatus(status), created_at=POST + timedelta(seconds=o))
+        for o in offsets
+    )
+    return pa.Message(id="message_1", latest_status=pa.MessageStatus(status), attempts=tries)
+
+
+@pytest.mark.parametrize(
+    ("case", "read", "date", "expected"),
+    [
+        ("an attempt made at the POST (a prompt read)", attempts(0.3, -3600), READ, "applied"),
+        ("late in the Date header's second", attempts(0.9, -3600), READ, "applied"),
+        ("within the clock allowance before it", attempts(-1.5, -3600), READ, "applied"),
+        ("the newest attempt is an hour old", attempts(-3600, -7200), READ, "not"),
+        ("just outside the allowance", attempts(-2.5, -3600), READ, "not"),
+        ("a single attempt was never retried", attempts(0.3), READ, "not"),
+        ("no Date header", attempts(0.3, -3600), None, "ambiguous"),
+        (
+            "no createdAt",
+            pa.Message(id="m", attempts=(pa.MessageAttempt(), pa.MessageAttempt())),
+            READ,
+            "ambiguous",
+        ),
+    ],
+)
+def test_the_created_at_rule_decides_a_retry_without_a_count(
+    case: str, read: pa.Message, date: str | None, expected: str
+) -> None:
+    verdict = rb.retry_verdict(read, attempts_before=None, server_date=date, elapsed=0.2)
+    kinds = {"applied": rb.Applied, "not": rb.NotApplied, "ambiguous": rb.Ambiguous}
+    assert isinstance(verdict, kinds[expected]), case
+
+
+def test_the_previous_rule_left_a_prompt_read_unknown() -> None:
+    """What the createdAt rule fixes: the Date-second rule cannot say "took" for an attempt
+    made at the POST when the read follows within a second (the common case)."""
+    from postman_async.protocol import retry_applied
+
+    read = attempts(0.3, -3600)
+    assert retry_applied(read, attempts_before=None, server_date=READ, elapsed=0.2) is None
+    assert isinstance(
+        rb.retry_verdict(read, attempts_before=None, server_date=READ, elapsed=0.2), rb.Applied
+    )
+
+
+def test_a_known_count_is_exact_whatever_the_times() -> None:
+    read = attempts(0.3, -3600)  # two attempts, the newest at the POST
+    assert (
+        rb.retry_verdict(read, attempts_before=2, server_date=READ, elapsed=0.2) == rb.NOT_APPLIED
+    )
+    assert isinstance(
+        rb.retry_verdict(read, attempts_before=1, server_date=None, elapsed=0.2), rb.Applied
+    )
+
+
+# -- the duplicate-upload guard and light batch reads -------------------------------------
+
+
+def test_existing_batches_are_the_candidates_that_agree() -> None:
+    listed = [probe("batch_2", at=-600.0, total=3), probe("batch_1", at=-7200.0, total=2)]
+    window_start = POST - timedelta(hours=24)
+    candidates = rb.batch_candidates(BATCH, listed, not_before=window_start)
+    assert [c.batch_id for c in candidates] == ["batch_2", "batch_1"]
+    assert candidates[0].created_at == POST - timedelta(seconds=600)
+    pages = {
+        "batch_2": page(["6591234567", "6598765432", "6591234567"]),
+        "batch_1": page(["6591234567", "6598765432"]),  # another file: 2 rows
+    }
+    found = rb.existing_batches(BATCH, [(c, pages[c.batch_id]) for c in candidates])
+    assert found == (rb.ExistingBatch("batch_2", POST - timedelta(seconds=600)),)
+    # outside the window: not a candidate at all; this upload's own part: left out
+    assert rb.batch_candidates(BATCH, listed, not_before=POST) == ()
+    assert [
+        c.batch_id
+        for c in rb.batch_candidates(BATCH, listed, not_before=window_start, known={"batch_2"})
+    ] == ["batch_1"]
+
+
+def test_a_light_read_keeps_the_probe_rows_and_every_recipient() -> None:
+    data = (
+        b"recipient,language,body\r\n6591234567,english,a\r\n6598765432,english,b\r\n"
+        b"6591234567,english,c\r\n6598765432,english,d\r\n"
+    )
+    light = rb.sent_batch_from_csv(data, light=True)
+    full = rb.sent_batch_from_csv(data)
+    assert [r.values for r in light.rows] == [(("body", "a"),), (("body", "c"),)]
+    assert light.size == full.size == 4 and light.recipients == full.recipients
+    assert light.probe == full.probe == "6591234567"
+    one_page = page(["6598765432", "6591234567", "6598765432", "6591234567"])
+    assert rb.batch_agrees(light, one_page) and rb.batch_agrees(full, one_page)

@@ -114,12 +114,14 @@ async def cmd_job(args: argparse.Namespace, out: Output) -> int:
         from redis.exceptions import RedisError
 
         from ..jobs import JobError, JobLostError, JobStore, taskiq_app
+        from ..jobs.records_local import LocalJobRecords
     except ImportError as exc:
         raise JobCliError(str(exc)) from exc
     taskiq_app.configure(args.redis)
     redis = aioredis.Redis.from_url(args.redis)
     try:
-        store = JobStore(redis, args.job_id)
+        # This host's records of its jobs tell a job that Redis lost whole (no trace left).
+        store = JobStore(redis, args.job_id, records=LocalJobRecords(redis))
         handler = {"submit": _submit, "status": _status, "report": _report, "cancel": _cancel}
         return await handler[args.job_command](args, store, out)
     except JobLostError as exc:
@@ -156,7 +158,9 @@ async def _submit(args: argparse.Namespace, store: Any, out: Output) -> int:
         budget_share=args.budget_share,
         http_timeout=args.timeout,
     )
-    progress = await submit_job(store.redis, store.job_id, _lines(args.ids_file), settings)
+    progress = await submit_job(
+        store.redis, store.job_id, _lines(args.ids_file), settings, records=store.records
+    )
     _show(out, progress.to_dict())
     return 0
 
@@ -174,6 +178,7 @@ async def _report(args: argparse.Namespace, store: Any, out: Output) -> int:
     else:
         count = await store.write_report_json(args.out)
     if progress.finished:
+        store.records.forget(store.job_id)
         await store.expire(args.expire_after)
     note = "" if progress.finished else " (the job is still running: a partial report)"
     if out.as_json:

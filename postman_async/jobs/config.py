@@ -10,9 +10,11 @@ Configuration, first match wins:
 - ``--campaigns-file FILE`` or ``POSTMAN_ASYNC_CAMPAIGNS_FILE``: JSON,
   ``{"campaigns": [{"campaign_id": "...", "api_key_file": "/run/secrets/key",
   "base_url": "https://postman.gov.sg/api/v2"}]}`` (``api_key`` instead of ``api_key_file``
-  works too; ``base_url`` defaults from the key's prefix);
+  works too; ``base_url`` defaults from the key's prefix; ``rate``, the most calls per second
+  a job may spend on the campaign, 10 by default: a job asking for more gets this);
 - one campaign from the environment: ``POSTMAN_CAMPAIGN_ID``, ``POSTMAN_API_KEY`` or
-  ``POSTMAN_API_KEY_FILE``, and ``POSTMAN_BASE_URL`` (default from the key's prefix).
+  ``POSTMAN_API_KEY_FILE``, ``POSTMAN_BASE_URL`` (default from the key's prefix) and
+  ``POSTMAN_RATE_LIMIT`` (default 10).
 """
 
 from __future__ import annotations
@@ -38,15 +40,23 @@ class WorkerConfigError(Exception):
 
 @attrs.frozen
 class CampaignConfig:
-    """One campaign a worker serves: its id, key (never shown) and base URL."""
+    """One campaign a worker serves: its id, key (never shown), base URL, and the most
+    calls per second any job may spend on it (a job asking for more gets this)."""
 
     campaign_id: str
     api_key: str = attrs.field(repr=False)
     base_url: str = ""
+    rate: float = 10.0
+
+    def rate_for(self, asked: float) -> float:
+        """The rate a job that asks for ``asked`` gets: never above the campaign's."""
+        return min(asked, self.rate)
 
     def __attrs_post_init__(self) -> None:
         validate_id("campaign_id", self.campaign_id)
         validate_api_key(self.api_key)
+        if not 0 < self.rate < float("inf"):
+            raise ValidationError("rate", "must be a finite number above 0")
         url = self.base_url or default_base_url(self.api_key)
         object.__setattr__(self, "base_url", str(validate_base_url(url)))
 
@@ -100,7 +110,8 @@ class WorkerConfig:
                 "POSTMAN_API_KEY_FILE) and POSTMAN_BASE_URL, or give --campaigns-file"
             )
         key = _key(env.get("POSTMAN_API_KEY"), env.get("POSTMAN_API_KEY_FILE"), "environment")
-        return cls.of([_campaign(campaign_id, key, env.get("POSTMAN_BASE_URL") or "")])
+        rate = env.get("POSTMAN_RATE_LIMIT") or 10.0
+        return cls.of([_campaign(campaign_id, key, env.get("POSTMAN_BASE_URL") or "", rate)])
 
     @classmethod
     def from_file(cls, path: str) -> WorkerConfig:
@@ -126,13 +137,18 @@ class WorkerConfig:
             if not isinstance(entry, dict) or not isinstance(entry.get("campaign_id"), str):
                 raise WorkerConfigError(f"campaigns file {path!r}: entry {n} has no campaign_id")
             key = _key(entry.get("api_key"), entry.get("api_key_file"), f"entry {n}")
-            campaigns.append(_campaign(entry["campaign_id"], key, entry.get("base_url") or ""))
+            base_url, rate = entry.get("base_url") or "", entry.get("rate", 10.0)
+            campaigns.append(_campaign(entry["campaign_id"], key, base_url, rate))
         return cls.of(campaigns)
 
 
-def _campaign(campaign_id: str, key: str, base_url: object) -> CampaignConfig:
+def _campaign(campaign_id: str, key: str, base_url: object, rate: object) -> CampaignConfig:
     try:
-        return CampaignConfig(campaign_id, key, str(base_url))
+        per_second = float(rate)  # type: ignore[arg-type]
+    except (ValueError, TypeError) as exc:
+        raise WorkerConfigError(f"campaign {campaign_id!r}: rate must be a number") from exc
+    try:
+        return CampaignConfig(campaign_id, key, str(base_url), per_second)
     except ValidationError as exc:
         raise WorkerConfigError(f"campaign {campaign_id!r}: {exc}") from exc
 

@@ -39,6 +39,7 @@ from ..reports import MessageResult, MessageState, Outcome
 from ..validation import validate_id
 from . import _lua
 from .records import LOST_MESSAGE, JobError, JobLostError, JobProgress, JobSettings
+from .records_local import LocalJobRecords
 
 __all__ = [
     "LOST_MESSAGE",
@@ -91,12 +92,21 @@ def baseline_of(state: MessageState | None) -> str:
 class JobStore:
     """One job's Redis state. ``redis``: a ``redis.asyncio.Redis`` (decode_responses off)."""
 
-    def __init__(self, redis: aioredis.Redis, job_id: str, *, namespace: str = NAMESPACE) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        job_id: str,
+        *,
+        namespace: str = NAMESPACE,
+        records: LocalJobRecords | None = None,
+    ) -> None:
         #: typed loosely: redis-py's async return types are unions of sync and async
         self.redis: Any = redis
         self.job_id = validate_id("job_id", job_id)
         self.namespace = namespace
         self.prefix = f"{namespace}:{{{job_id}}}"
+        #: this host's records of the jobs it submitted or ran (to tell a job Redis lost whole)
+        self.records = records
         #: the job's marker and creation time (Redis ms), as last read by :meth:`settings`
         self.marker = ""
         self.created_ms = 0
@@ -145,6 +155,8 @@ class JobStore:
         if lost_since is not None:
             await self.redis.delete(self.lost_key)
         stored = await self.require_settings()
+        if self.records is not None:
+            self.records.remember(self.job_id, self.marker, self.created_ms)
         if (stored.campaign_id, stored.chunks) != (settings.campaign_id, settings.chunks):
             raise JobError(
                 f"job {self.job_id} exists for campaign {stored.campaign_id} with "
@@ -162,8 +174,10 @@ class JobStore:
             tomb, (chunks, lost, meta_ms), count_ms = await pipe.execute()
         if chunks is not None and lost is None:
             return None
+        record = self.records.get(self.job_id) if self.records is not None else None
         if chunks is None and not tomb and count_ms is None:
-            return None  # never created, or expired
+            # Never created, or expired; or Redis lost everything and this host remembers it.
+            return None if record is None else record.created_ms
         return int(tomb.get(b"created_ms") or meta_ms or count_ms or 0)
 
     async def _purge(self) -> None:
@@ -221,7 +235,11 @@ class JobStore:
     async def _lost_detail(self) -> str:
         tomb = await self.redis.hgetall(self.lost_key)
         reason = tomb.get(b"reason")
-        return reason.decode() if reason else "what is left of it has no settings"
+        if reason:
+            return str(reason.decode())
+        if await self.redis.exists(self.key("count")):
+            return "what is left of it has no settings"
+        return "Redis has no trace of it, but this host submitted or ran it"
 
     async def require_settings(self) -> JobSettings:
         """The stored settings. Raises :class:`JobError` for an unknown job and

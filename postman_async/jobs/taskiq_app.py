@@ -36,9 +36,15 @@ from typing import Any
 import attrs
 
 from ..client import PostmanClient
-from ..errors import RateLimiterUnavailableError
+from ..errors import (
+    AuthenticationError,
+    IpNotAllowedError,
+    PermissionDeniedError,
+    RateLimiterUnavailableError,
+)
 from ..ratelimit_redis import RedisRateLimiter
 from .config import CampaignConfig, WorkerConfig
+from .records_local import LocalJobRecords
 from .runner import ChunkStatus, JobHooks, run_chunk
 from .store import JobError, JobLostError, JobSettings, JobStore
 
@@ -118,14 +124,18 @@ class WorkerContext:
     slice_seconds: float = SLICE
     #: job id -> (marker, creation in Redis ms) of the unfinished jobs this worker has run
     known: dict[str, tuple[str, int]] = attrs.field(factory=dict)
-    _clients: dict[str, PostmanClient] = attrs.field(factory=dict)
+    #: this host's records of the jobs it ran, so that a restarted worker still tells a loss
+    records: LocalJobRecords = attrs.field(
+        default=attrs.Factory(lambda self: LocalJobRecords(self.redis), takes_self=True)
+    )
+    _clients: dict[tuple[str, float, float], PostmanClient] = attrs.field(factory=dict)
     _pacers: dict[str, RedisRateLimiter] = attrs.field(factory=dict)
     _told: set[tuple[str, str]] = attrs.field(factory=set)
 
     async def run(self, job_id: str, chunk: int) -> ChunkStatus:
         """Run one slice of ``chunk``, or refuse the job (a campaign or base URL this worker
         is not configured for), or tell that Redis lost it."""
-        store = JobStore(self.redis, job_id)
+        store = JobStore(self.redis, job_id, records=self.records)
         try:
             settings = await store.require_settings()
         except JobLostError as exc:
@@ -143,16 +153,26 @@ class WorkerContext:
             self._tell_once(job_id, "refused", f"job {job_id} refused: {refusal}")
             return ChunkStatus.REFUSED
         self.known[job_id] = (store.marker, store.created_ms)
-        status = await run_chunk(
-            store,
-            self._client(self.config.campaigns[settings.campaign_id], settings),
-            chunk,
-            owner=self.owner,
-            settings=settings,
-            max_seconds=self.slice_seconds,
-            hooks=self.hooks,
-            pacer=self._pacer(job_id, settings),
-        )
+        self.records.remember(job_id, store.marker, store.created_ms)
+        campaign = self.config.campaigns[settings.campaign_id]
+        try:
+            status = await run_chunk(
+                store,
+                self._client(campaign, settings),
+                chunk,
+                owner=self.owner,
+                settings=settings,
+                max_seconds=self.slice_seconds,
+                hooks=self.hooks,
+                pacer=self._pacer(job_id, settings, campaign),
+            )
+        except (AuthenticationError, PermissionDeniedError, IpNotAllowedError) as exc:
+            # A key the server refuses will not work on the next slice either: record it in
+            # the job, as a refusal, instead of looping.
+            reason = f"the server refused this worker's key for campaign {campaign.campaign_id}"
+            await store.refuse(self.owner, f"{reason} ({type(exc).__name__})")
+            self._tell_once(job_id, "refused", f"job {job_id} refused: {reason}: {exc}")
+            return ChunkStatus.REFUSED
         if status == ChunkStatus.LOST_DATA:
             await self.lost(store, f"chunk {chunk} has fewer results than IDs submitted")
         return status
@@ -167,6 +187,8 @@ class WorkerContext:
     async def check_known(self) -> None:
         """For each unfinished job this worker has run: gone from Redis means lost (recorded
         and told); re-created after a loss without the read-first flag gets it."""
+        for record in self.records.all():  # jobs run before a restart of this worker
+            self.known.setdefault(record.job_id, (record.marker, record.created_ms))
         for job_id, (marker, created_ms) in list(self.known.items()):
             store = JobStore(self.redis, job_id)
             now_marker, finished, read_first = await self._redis.hmget(
@@ -176,6 +198,7 @@ class WorkerContext:
                 await self.lost(store, "its keys vanished while it ran")
             elif finished is not None:
                 self.known.pop(job_id, None)
+                self.records.forget(job_id)
             elif now_marker.decode() != marker:
                 self.known.pop(job_id, None)
                 if read_first is None:  # submitted again before the loss was recorded
@@ -191,7 +214,9 @@ class WorkerContext:
             self._told.add((job_id, what))
             logger.warning("%s", text)
 
-    def _pacer(self, job_id: str, settings: JobSettings) -> RedisRateLimiter | None:
+    def _pacer(
+        self, job_id: str, settings: JobSettings, campaign: CampaignConfig
+    ) -> RedisRateLimiter | None:
         """The job's share of the campaign's rate, shared by its workers; one per job in
         this process, so what its margin learned outlives a slice."""
         if settings.budget_share >= 1:
@@ -199,30 +224,35 @@ class WorkerContext:
         pacer = self._pacers.get(job_id)
         if pacer is None:
             key = f"{settings.campaign_id}.job.{job_id}"
-            pacer = self._pacers[job_id] = _limiter(
-                self.redis, key, settings.rate * settings.budget_share
-            )
+            rate = campaign.rate_for(settings.rate) * settings.budget_share
+            pacer = self._pacers[job_id] = _limiter(self.redis, key, rate)
         return pacer
 
     def _client(self, campaign: CampaignConfig, settings: JobSettings) -> PostmanClient:
-        """The campaign's client: its key and base URL from this worker's configuration."""
-        client = self._clients.get(campaign.campaign_id)
+        """The campaign's client: its key and base URL from this worker's configuration; the
+        job's rate capped by the campaign's configured rate. One per (campaign, rate,
+        timeout), so a job's settings never stick to the next job."""
+        rate = campaign.rate_for(settings.rate)
+        key = (campaign.campaign_id, rate, settings.http_timeout)
+        client = self._clients.get(key)
         if client is None:
-            client = self._clients[campaign.campaign_id] = PostmanClient(
+            client = self._clients[key] = PostmanClient(
                 api_key=campaign.api_key,
                 campaign_id=campaign.campaign_id,
                 base_url=campaign.base_url,
-                rate_limit=settings.rate,
+                rate_limit=rate,
                 timeout=settings.http_timeout,
-                limiter=_limiter(self.redis, campaign.campaign_id, settings.rate),
+                limiter=_limiter(self.redis, campaign.campaign_id, rate),
             )
         return client
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
-        await self.redis.aclose()
+        try:
+            for client in self._clients.values():
+                await client.aclose()
+        finally:
+            self._clients.clear()
+            await self.redis.aclose()
 
 
 def _limiter(redis: aioredis.Redis, campaign_id: str, rate: float) -> RedisRateLimiter:

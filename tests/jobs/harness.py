@@ -34,6 +34,7 @@ class Workers:
             POSTMAN_API_KEY=api_key,
             POSTMAN_CAMPAIGN_ID=campaign_id,
             POSTMAN_BASE_URL=base_url,
+            POSTMAN_RATE_LIMIT="1000",  # the most a job may ask for (the tests ask for 1000)
         )
         self.env.pop("POSTMAN_ASYNC_FAILPOINTS", None)
         self.env.pop("POSTMAN_API_KEY_FILE", None)

@@ -27,7 +27,7 @@ def cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 
-async def until(predicate: object, what: str, tries: int = 300) -> None:
+async def until(predicate: object, what: str, tries: int = 60) -> None:
     for _ in range(tries):
         if await predicate():  # type: ignore[operator]
             return
@@ -75,7 +75,13 @@ async def lose_and_resubmit(
         return len((await simulator.stats())["posts"]["acceptedRetries"]) >= 10
 
     await until(some_retried, "the job to be under way")
-    if loss == "restart without AOF":
+    if loss == "flushall, workers restarted":  # a host reboot: no worker remembers in memory
+        for proc in workers.procs:  # killed, as by a reboot
+            proc.kill()
+            await asyncio.to_thread(proc.wait)
+        await redis.flushall()
+        workers.start(concurrency=2, log=str(log), mutation=mutation)
+    elif loss == "restart without AOF":
         await asyncio.to_thread(job_redis.restart, lose_data=True)
         await redis.connection_pool.disconnect()
     elif loss == "flushall":
@@ -98,7 +104,9 @@ async def lose_and_resubmit(
     return await results_by_id(store), await simulator.stats(), before, log.read_text()
 
 
-@pytest.mark.parametrize("loss", ["restart without AOF", "flushall", "eviction"])
+@pytest.mark.parametrize(
+    "loss", ["restart without AOF", "flushall", "flushall, workers restarted", "eviction"]
+)
 @pytest.mark.simulator(messages=40)
 async def test_lost_job_data_is_told_and_a_resubmission_posts_nothing_twice(
     loss: str,

@@ -56,7 +56,7 @@ async def hostile() -> AsyncIterator[tuple[str, list[web.Request]]]:
 async def context(job_redis: RedisServer, simulator: Sim) -> AsyncIterator[WorkerContext]:
     """A worker configured for the simulator's campaign only, at the simulator's host."""
     config = WorkerConfig.of(
-        [CampaignConfig(simulator.campaign_id, simulator.api_key, simulator.base_url)]
+        [CampaignConfig(simulator.campaign_id, simulator.api_key, simulator.base_url, 1000.0)]
     )
     ctx = WorkerContext(redis=aioredis.Redis.from_url(job_redis.url), config=config)
     try:
@@ -228,3 +228,43 @@ async def test_a_worker_process_refuses_a_submitted_job_for_another_campaign(
     assert "refused by worker" in status.stdout
     assert "not configured for campaign attacker_campaign" in status.stdout
     assert (await simulator.stats())["requests"] == 0
+
+
+@pytest.mark.simulator(messages=4)
+async def test_a_key_the_server_refuses_refuses_the_job_instead_of_looping(
+    redis: aioredis.Redis, job_redis: RedisServer, simulator: Sim
+) -> None:
+    config = WorkerConfig.of(
+        [CampaignConfig(simulator.campaign_id, "key_test_revoked", simulator.base_url, 1000.0)]
+    )
+    ctx = WorkerContext(redis=aioredis.Redis.from_url(job_redis.url), config=config)
+    try:
+        await submit_job(
+            redis, "bad-key", simulator.ids, simulator.settings(chunks=1), kick=no_kick
+        )
+        assert await ctx.run("bad-key", 0) == ChunkStatus.REFUSED
+    finally:
+        await ctx.aclose()
+    progress = await JobStore(redis, "bad-key").progress()
+    (reason,) = progress.refusals.values()
+    assert "refused this worker's key" in reason and "key_test_revoked" not in reason
+    assert progress.done == 0
+
+
+async def test_a_jobs_rate_is_capped_by_the_campaigns_and_never_sticks() -> None:
+    config = WorkerConfig.from_env(
+        {"POSTMAN_CAMPAIGN_ID": "a", "POSTMAN_API_KEY": "key_live_x", "POSTMAN_RATE_LIMIT": "5"}
+    )
+    campaign = config.campaigns["a"]
+    assert campaign.rate_for(1000.0) == 5.0 and campaign.rate_for(2.0) == 2.0
+    ctx = WorkerContext(redis=aioredis.Redis(), config=config)  # no connection is made
+    try:
+        fast = ctx._client(campaign, JobSettings(campaign_id="a", rate=1000.0))
+        slow = ctx._client(campaign, JobSettings(campaign_id="a", rate=2.0, http_timeout=5.0))
+        assert fast.rate_limit == 5.0 and slow.rate_limit == 2.0 and fast is not slow
+    finally:
+        await ctx.aclose()
+    with pytest.raises(WorkerConfigError, match="rate"):
+        WorkerConfig.from_env(
+            {"POSTMAN_CAMPAIGN_ID": "a", "POSTMAN_API_KEY": "k", "POSTMAN_RATE_LIMIT": "lots"}
+        )

@@ -61,3 +61,26 @@ def redact_text(text: str, secrets: Iterable[str | None] = ()) -> str:
         if secret and len(secret) >= MIN_SECRET_LENGTH:
             text = text.replace(secret, MASK)
     return text
+
+
+def url_passwords(*urls: str | None) -> list[str]:
+    """The passwords in ``urls`` (``scheme://user:password@host``), and their pieces between
+    ``#``, ``/`` and ``?``: a library that fails to parse such a URL may quote a piece of it
+    (``Port could not be cast to integer value as 'hunter2'``)."""
+    found: list[str] = []
+    for url in urls:
+        if not url or "://" not in url or "@" not in url:
+            continue
+        userinfo = url.split("://", 1)[1].rsplit("@", 1)[0]
+        password = userinfo.partition(":")[2] or userinfo
+        found.append(password)
+        found += [p for p in re.split(r"[#/?]", password) if len(p) >= 4 and p != password]
+    return found
+
+
+def redact_passwords(text: str, passwords: Iterable[str]) -> str:
+    """``text`` with each of ``passwords`` (4 characters or more) replaced by ``***``."""
+    for password in sorted(passwords, key=len, reverse=True):
+        if len(password) >= 4:
+            text = text.replace(password, MASK)
+    return text

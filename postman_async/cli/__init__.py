@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import errors
 from .._console import Output
-from .._redact import redact_text
+from .._redact import redact_passwords, redact_text, url_passwords
 from ..reports import RetryReport
 from . import _parser
 from ._basic import cmd_demo, cmd_list, cmd_send, cmd_send_batch, cmd_simulator, cmd_status
@@ -96,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OTHER
     except Exception:  # a bug: its traceback, with any credential it quotes masked
         _error("internal error; please report it with this traceback:")
-        print(redact_text(traceback.format_exc(), _secrets()), end="", file=sys.stderr)
+        text = redact_text(traceback.format_exc(), _secrets())
+        print(redact_passwords(text, _passwords(argv)), end="", file=sys.stderr)
         return EXIT_OTHER
 
 
@@ -112,7 +113,15 @@ def _found_at_base_url(args: argparse.Namespace, code: int) -> int:
 def _error(text: str) -> None:
     """Print an error line on stderr, with every URL credential (``scheme://user:pw@``),
     secret query parameter and the API key masked, whatever produced the text."""
-    print(f"postman-async: {redact_text(text, _secrets())}", file=sys.stderr)
+    text = redact_passwords(redact_text(text, _secrets()), _passwords(None))
+    print(f"postman-async: {text}", file=sys.stderr)
+
+
+def _passwords(argv: Sequence[str] | None) -> list[str]:
+    """The passwords of the URLs this run was given (arguments and environment)."""
+    given = list(sys.argv[1:] if argv is None else argv)
+    env = [os.environ.get(name) for name in ("POSTMAN_ASYNC_REDIS_URL", "POSTMAN_BASE_URL")]
+    return url_passwords(*given, *env)
 
 
 def _secrets() -> list[str | None]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -117,6 +118,7 @@ async def cmd_job(args: argparse.Namespace, out: Output) -> int:
         from ..jobs.records_local import LocalJobRecords
     except ImportError as exc:
         raise JobCliError(str(exc)) from exc
+    check_redis_url(args.redis)
     taskiq_app.configure(args.redis)
     redis = aioredis.Redis.from_url(args.redis)
     try:
@@ -142,6 +144,7 @@ def run_worker(args: argparse.Namespace) -> int:
         from ..jobs import taskiq_app, worker
     except ImportError as exc:
         raise JobCliError(str(exc)) from exc
+    check_redis_url(args.redis)
     taskiq_app.configure(args.redis)
     return worker.run(args.concurrency, args.supervise_every, args.campaigns_file)
 
@@ -199,6 +202,23 @@ async def _cancel(args: argparse.Namespace, store: Any, out: Output) -> int:
     await store.cancel()
     _show(out, (await store.progress()).to_dict())
     return 0
+
+
+def check_redis_url(url: str) -> None:
+    """Refuse a malformed Redis URL before a library quotes a piece of its password."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        well_formed = parts.scheme in ("redis", "rediss", "unix") and (
+            parts.scheme == "unix" or bool(parts.hostname)
+        )
+    except ValueError:
+        well_formed = False
+    if not well_formed:
+        raise JobCliError(
+            f"malformed Redis URL {redact_url(url)}: expected redis://host:port/db, with any "
+            "password percent-encoded ('#', '/', '?' and '@' in it)"
+        )
 
 
 def _show(out: Output, data: dict[str, Any]) -> None:

@@ -64,6 +64,11 @@ SLICE = 30.0
 #: A delivery unacknowledged this long (ms) is taken for a dead worker's and redelivered.
 IDLE_TIMEOUT = 120_000
 
+try:
+    BlockingConnectionPool.from_url(REDIS_URL)
+except ValueError:  # malformed: the CLI and the worker refuse it (with the password masked)
+    REDIS_URL = "redis://127.0.0.1:6379/0"
+
 broker = RedisStreamBroker(
     REDIS_URL,
     queue_name=QUEUE,

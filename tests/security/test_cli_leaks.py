@@ -63,6 +63,15 @@ def cases(tmp_path: Path) -> list[tuple[list[str], dict[str, str]]]:
         (["retry", "message_1", "--concurrency", redis, *api], {}),
         (["status", redis, *api], {"POSTMAN_BASE_URL": unreachable}),
         (["nonsense", redis], {}),
+        # Passwords with an unencoded '#', '/' or '?': a library that cannot parse the URL
+        # quotes a piece of the password ("Port could not be cast ... as 'hunter2'").
+        (["job", "status", "x"], {"POSTMAN_ASYNC_REDIS_URL": f"redis://u:{SECRET}#x@h:1/0"}),
+        (["job", "status", "x", "--redis", f"redis://u:{SECRET}/x@127.0.0.1:1/0"], {}),
+        (["job", "worker", "--redis", f"redis://:{SECRET}?x@127.0.0.1:1/0"], worker_env),
+        (
+            ["job", "submit", "j", "--ids-file", str(ids), "--campaign", "c"],
+            {"POSTMAN_ASYNC_REDIS_URL": f"redis://u:{SECRET}#x@[::1:1/0"},
+        ),
     ]
 
 
@@ -94,6 +103,8 @@ def test_no_error_path_prints_a_password_or_the_key(tmp_path: Path) -> None:
         assert text, argv  # each said something
     codes = {code for _, code, _ in printed}
     assert {cli.EXIT_INPUT, cli.EXIT_NETWORK} <= codes
+    for argv, code, text in printed[-4:]:  # malformed Redis URLs: refused as bad input
+        assert code == cli.EXIT_INPUT and "malformed Redis URL" in text, (argv, text)
 
 
 def test_an_internal_error_is_printed_with_credentials_masked(

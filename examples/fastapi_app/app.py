@@ -116,6 +116,9 @@ def retry_job_request(max_ids: int) -> type[BaseModel]:
         ]
         #: the share of the campaign's rate the job may use, leaving room for OTPs
         budget_share: float = Field(default=1.0, gt=0, le=1, allow_inf_nan=False)
+        #: a name of the caller's choosing: submitting the same name again continues that
+        #: job, and after Redis lost it, starts it anew reading each ID before any POST
+        job_id: str | None = Field(default=None, pattern=f"^{JOB_NAME.pattern}$")
 
     return RetryJobRequest
 
@@ -259,7 +262,7 @@ def create_app(
         request: RetryJobRequest,  # type: ignore[valid-type]
         caller: Caller,
     ) -> dict[str, Any]:
-        name = uuid.uuid4().hex
+        name = request.job_id or uuid.uuid4().hex  # type: ignore[attr-defined]
         # The job names the campaign only: each worker sends with its own key and base URL.
         settings = JobSettings(
             campaign_id=campaign_id,
@@ -286,7 +289,9 @@ def create_app(
         try:
             await job.require_settings()
         except JobLostError as exc:  # the caller's own job: say what happened to it
-            raise HTTPException(410, LOST_MESSAGE + "; submit it again") from exc
+            raise HTTPException(
+                410, LOST_MESSAGE + "; POST /retry-jobs again with the same jobId"
+            ) from exc
         except JobError as exc:
             raise HTTPException(404, "no such job") from exc
         return job
@@ -305,7 +310,8 @@ def create_app(
     @app.delete("/retry-jobs/{job_id}")
     async def cancel_retry_job(job_id: str, caller: Caller) -> dict[str, Any]:
         job = await own_job(caller, job_id)
-        await job.cancel()
+        if not (await job.progress()).finished:  # a finished job stays as it ended
+            await job.cancel()
         return await view(job, job_id)
 
     @app.get("/retry-jobs/{job_id}/results")

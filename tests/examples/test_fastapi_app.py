@@ -144,6 +144,45 @@ async def test_a_job_outlives_the_app_and_a_replica_cancels_it(
     assert not sim.posts.retries
 
 
+async def test_a_job_lost_by_redis_is_410_and_resubmitting_its_jobid_posts_nothing_twice(
+    make_sim, job_redis: RedisServer, redis: Any
+) -> None:
+    """FLUSHALL mid-job: the caller's job is a 410, and POSTing the same ``jobId`` again
+    reads each ID before any POST (no attempt counts here: the time rule decides)."""
+    sim = await make_sim(rate_limit=20.0)
+    ids = [sim.create_message(outcome=FAILED).id for _ in range(40)]
+    # The failures must predate the job by more than the 1 s clock-skew allowance, or the
+    # time rule would (safely) take them for the lost job's retries.
+    await asyncio.sleep(1.5)
+    workers = Workers(job_redis.url, sim.api_key, sim.campaign_id, sim.base_url)
+    workers.start(concurrency=2)
+    body = {"messageIds": ids, "jobId": "nightly-7"}
+    try:
+        async with serving(make_app(sim, job_redis)) as http:
+            assert (await http.post("/retry-jobs", json=body)).json()["jobId"] == "nightly-7"
+            while len(sim.posts.accepted_retries) < 10:  # noqa: ASYNC110 - workers move it
+                await asyncio.sleep(0.05)
+            await redis.flushall()
+            before = set(sim.posts.accepted_retries)
+            for _ in range(200):  # until a worker has recorded the loss
+                lost = await http.get("/retry-jobs/nightly-7")
+                if lost.status_code == 410:
+                    break
+                await asyncio.sleep(0.05)
+            assert lost.status_code == 410 and "same jobId" in lost.text, lost.text
+            assert (await http.post("/retry-jobs", json=body)).status_code == 202
+            view = await finished(http, "nightly-7")
+            lines = (await http.get("/retry-jobs/nightly-7/results")).text.splitlines()
+            done = (await http.delete("/retry-jobs/nightly-7")).json()
+    finally:
+        await asyncio.to_thread(workers.stop_all)
+    assert view["counts"] == {"retried": 40}, view
+    assert all(sim.posts.retries[i] == 1 for i in ids), "a second retry POST"
+    results = {r["messageId"]: r for r in map(json.loads, lines)}
+    assert all("retried earlier (found by read-back" in results[i]["detail"] for i in before)
+    assert done["state"] == "finished"  # DELETE of a finished job changes nothing
+
+
 # -- authentication -------------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ from typing import IO
 import attrs
 
 from .errors import ValidationError
-from .validation import check_csv_header, check_csv_record
+from .validation import RowErrors, check_csv_header, check_csv_record
 
 #: The API's limit per file: "max file size is 40MB". Parts are cut at 40,000,000 bytes, the
 #: smaller reading of "40MB", so the server accepts them either way.
@@ -118,6 +118,10 @@ def split_csv(
     for what the API would refuse, or a row that cannot fit in a file."""
     lines = _Lines(handle)
     reader = csv.reader(lines)
+    # The checking pass (build=False) names every bad row; the building pass, which runs only
+    # after a clean check, stops at the first (nothing is uploaded from a file with one).
+    errors = None if build else RowErrors()
+    check = check_csv_record if errors is None else errors.check
     try:
         columns = check_csv_header(next(reader, None))
         head = lines.take()
@@ -129,7 +133,7 @@ def split_csv(
         first = 1
         for number, record in enumerate(reader, start=2):
             raw = lines.take()
-            if not check_csv_record(columns, record, number):
+            if not check(columns, record, number):
                 continue
             if len(raw) > room:
                 raise ValidationError(
@@ -144,6 +148,8 @@ def split_csv(
             rows += 1
     except csv.Error as exc:
         raise ValidationError("csv", f"cannot be parsed: {exc}") from exc
+    if errors is not None:
+        errors.raise_if_any()
     if rows == 0:
         raise ValidationError("csv", "has no message rows")
     yield CsvPart(head + b"".join(held) if build else b"", first, rows)

@@ -269,6 +269,38 @@ def check_csv_record(columns: list[str], record: list[str], row: int) -> bool:
     return True
 
 
+#: Bad rows named in one error; the rest are counted.
+MAX_ROW_ERRORS = 20
+
+
+class RowErrors:
+    """Checks a CSV's records and keeps going past a bad one, so that one run names every
+    bad row (the first :data:`MAX_ROW_ERRORS`, then how many more)."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+        self.count = 0
+
+    def check(self, columns: list[str], record: list[str], row: int) -> bool:
+        """:func:`check_csv_record`, a bad record counted instead of raised (``False``)."""
+        try:
+            return check_csv_record(columns, record, row)
+        except ValidationError as exc:
+            self.count += 1
+            if len(self.reasons) < MAX_ROW_ERRORS:
+                self.reasons.append(exc.reason)
+            return False
+
+    def raise_if_any(self) -> None:
+        """Raise one :class:`ValidationError` naming the bad rows, if there were any."""
+        if not self.count:
+            return
+        more = self.count - len(self.reasons)
+        listed = "; ".join(self.reasons) + (f"; and {more} more" if more else "")
+        rows = "1 bad row" if self.count == 1 else f"{self.count} bad rows"
+        raise ValidationError("csv", f"{rows}: {listed}")
+
+
 def validate_csv(data: bytes) -> bytes:
     """Check one existing batch CSV file as the API will: size, header, recipients,
     languages, values. (A larger input is split into files by ``send_batch``.)"""
@@ -279,11 +311,13 @@ def validate_csv(data: bytes) -> bytes:
         line = data[: exc.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)].count(b"\n")
         raise ValidationError("csv", f"is not UTF-8 text (line {line + 1})") from exc
     reader = csv.reader(io.StringIO(text, newline=""))
+    errors = RowErrors()
     try:
         columns = check_csv_header(next(reader, None))
-        rows = sum(check_csv_record(columns, record, n) for n, record in enumerate(reader, 2))
+        rows = sum(errors.check(columns, record, n) for n, record in enumerate(reader, 2))
     except csv.Error as exc:
         raise ValidationError("csv", f"cannot be parsed: {exc}") from exc
+    errors.raise_if_any()
     if rows == 0:
         raise ValidationError("csv", "has no message rows")
     return data

@@ -307,7 +307,8 @@ COMMANDS: list[tuple[str, str, str, str, Callable[[argparse.ArgumentParser], Non
     ("send", "send one SMS", "api", "postman-async send 6591234567 --value body=Hello", _send),
     (
         "send-batch",
-        "send a batch from a CSV file (a recipient column and one column per template value)",
+        "send a batch from a CSV file: required columns 'recipient' and 'language' "
+        "(english, chinese, malay or tamil), then one column per template value",
         "api",
         "postman-async send-batch recipients.csv",
         _send_batch,

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from postman_async import ValidationError
+from postman_async._csv_split import MAX_PART_BYTES, count_parts
 from postman_async.validation import (
     normalize_recipient,
     rows_to_csv,
@@ -224,6 +227,24 @@ def test_validate_csv() -> None:
     ]:
         with pytest.raises(ValidationError, match=match):
             validate_csv(bad)
+
+
+def test_validate_csv_names_every_bad_row_in_one_run() -> None:
+    rows = [b"6591234567,english,hi", b"12,english,hi", b"6591234568,klingon,hi", b"abc,english,x"]
+    data = b"recipient,language,body\n" + b"\n".join(rows) + b"\n"
+    with pytest.raises(ValidationError) as caught:
+        validate_csv(data)
+    reason = caught.value.reason
+    assert reason.startswith("3 bad rows: row 3:") and "row 4:" in reason and "row 5:" in reason
+    many = b"recipient,language,body\n" + b"12,english,x\n" * 25
+    with pytest.raises(ValidationError, match=r"25 bad rows: .*row 21: .*; and 5 more$"):
+        validate_csv(many)
+
+
+def test_the_splitters_check_names_every_bad_row_before_any_part() -> None:
+    data = b"recipient,language,body\n6591234567,english,hi\n12,english,x\n1,tamil,y\n"
+    with pytest.raises(ValidationError, match=r"2 bad rows: row 3: .*; row 4: "):
+        count_parts(io.BytesIO(data), max_rows=None, max_bytes=MAX_PART_BYTES)
 
 
 CYRILLIC_O = "\u043e"

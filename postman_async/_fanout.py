@@ -129,9 +129,13 @@ async def retry_one(ex: Executor, key: str, raw: Any, known: MessageState | None
         return MessageResult(key, Outcome.EXHAUSTED, f"exhausted: {ex.cap.describe()} (not sent)")
     try:
         await ex.pace()
-        message, confirmed = await ex.client._retry_message(
-            message_id, (known.status if known else None, attempts), ex.priority
+        message = await ex.client.retry_message(
+            message_id,
+            attempts_before=attempts,
+            status_before=known.status if known else None,
+            priority=ex.priority,
         )
+        confirmed = message.confirmed_by_readback
     except TooManyAttemptsError:
         if attempts is None and ex.cap.upper is None and ex.diagnose_skips:
             attempts = await _attempts_of(ex, message_id)

@@ -257,10 +257,11 @@ class PostmanClient:
         result: Message = await self._call(request, priority, Message)
         return result
 
-    async def _get_message_dated(
-        self, message_id: str, priority: Priority | None
+    async def get_message_dated(
+        self, message_id: str, *, priority: Priority | None = None
     ) -> tuple[Message, str | None]:
-        """:meth:`get_message`, with the server's ``Date`` header (for the time rule)."""
+        """:meth:`get_message`, with the server's ``Date`` header: what deciding a lost retry
+        by time needs (the jobs' reconcile uses it)."""
         raw = await self._send(
             get_message_request(self.campaign_id, message_id),
             priority,
@@ -283,24 +284,16 @@ class PostmanClient:
         after the POST, or a message that left ``failure``; exactly, when ``attempts_before``
         and ``status_before`` give what you last read), the message is returned; otherwise
         :class:`OutcomeUnknownError` is raised with ``observed`` (the message read) and
-        ``applied`` (``False``: it did not take; ``None``: cannot tell).
+        ``applied`` (``False``: it did not take; ``None``: cannot tell). A message returned
+        after such a read has ``confirmed_by_readback`` set.
 
         Raises :class:`TooManyAttemptsError`, :class:`MessageNotRetryableError`,
         :class:`OutcomeUnknownError`, or any :class:`PostmanError` of the session.
         """
-        message, _ = await self._retry_message(
-            message_id, (status_before, attempts_before), priority
+        message, confirmed = await _retry_readback.retry_message(
+            self, message_id, (status_before, attempts_before), priority
         )
-        return message
-
-    async def _retry_message(
-        self,
-        message_id: str,
-        before: tuple[MessageStatus | None, int | None],
-        priority: Priority | None,
-    ) -> tuple[Message, bool]:
-        """:meth:`retry_message`, and whether it was confirmed by a read-back."""
-        return await _retry_readback.retry_message(self, message_id, before, priority)
+        return attrs.evolve(message, confirmed_by_readback=True) if confirmed else message
 
     async def send_batch(
         self,

@@ -7,17 +7,15 @@ import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
 from ._files import open_private
+from ._seen_ids import SeenIds
 from .converter import encode
 from .errors import APIError, OutcomeUnknownError, PostmanError, ValidationError
 from .models import Message, MessageStatus
-
-if TYPE_CHECKING:
-    from .sinks import SeenIds
 
 
 class Outcome(str, enum.Enum):
@@ -115,15 +113,13 @@ class RetryReport:
 
     With a ``sink`` (a callable taking each :class:`MessageResult`), results go there as they
     complete and the report keeps only counters and the IDs in flight: iterating it yields
-    nothing. Duplicates are still detected (``sinks.SeenIds``: 8 bytes per distinct ID)."""
+    nothing. Duplicates are still detected (``SeenIds``: 8 bytes per distinct ID)."""
 
     def __init__(self, sink: Callable[[MessageResult], Any] | None = None) -> None:
         self._results: dict[str, MessageResult | None] = {}
         self.sink = sink
         self._seen: SeenIds | None = None
         if sink is not None:
-            from .sinks import SeenIds
-
             self._seen = SeenIds()
         self.counts: Counter[Outcome] = Counter()
         #: results whose retry may have been applied (:attr:`MessageResult.uncertain`)

@@ -309,7 +309,7 @@ class _ChunkRun:
             await self.ex.sleep(min(self.settings.lease_ttl / 3, (settled - now) / 1000))
         await self.ex.pace()
         try:
-            message, date = await self.client._get_message_dated(message_id, Priority.BULK)
+            message, date = await self.client.get_message_dated(message_id, priority=Priority.BULK)
         except NotFoundError:
             message, date = None, None
         except FATAL_ERRORS:

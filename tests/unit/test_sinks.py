@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from postman_async import sinks
+from postman_async import _seen_ids, sinks
 from postman_async.reports import MessageResult, Outcome, RetryReport
 
 
 def test_seen_ids_finds_duplicates_across_merges(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sinks, "MERGE_EVERY", 16)
+    monkeypatch.setattr(_seen_ids, "MERGE_EVERY", 16)
     seen = sinks.SeenIds()
     ids = [f"message_{n}" for n in range(1000)]
     assert all(seen.add(i) for i in ids)

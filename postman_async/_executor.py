@@ -26,7 +26,7 @@ from .models import MessageStatus, Priority
 from .planner import PageMap
 from .ratelimit import Clock, Limiter, Sleep
 from .reports import MessageState
-from .rules import AttemptCap
+from .rules import NOT_WORTH_RETRYING, AttemptCap
 
 #: Errors that every further call would repeat: the run stops instead of spending the budget.
 FATAL_ERRORS = (
@@ -57,6 +57,43 @@ class Executor:
     pacer: Limiter | None = None
     #: the load-test environment: messages stay pending at the aggregator for good
     statuses_stay_pending: bool = False
+
+    @classmethod
+    def for_client(
+        cls,
+        client: PostmanClient,
+        *,
+        cap: AttemptCap | None = None,
+        priority: Priority = Priority.BULK,
+        concurrency: int = 16,
+        keep_messages: bool = True,
+        diagnose_skips: bool = True,
+        not_worth: Iterable[str] = NOT_WORTH_RETRYING,
+        poll_interval: float = 2.0,
+        max_poll_interval: float = 30.0,
+        telco_final_after: float = 0.0,
+        clock: Clock,
+        sleep: Sleep,
+        pacer: Limiter | None = None,
+    ) -> Executor:
+        """The one way executors are built (the orchestrator's and the jobs'): the defaults
+        here, the attempt cap and the environment's rules from ``client``."""
+        return cls(
+            client=client,
+            cap=client.attempt_cap if cap is None else cap,
+            priority=priority,
+            concurrency=concurrency,
+            keep_messages=keep_messages,
+            diagnose_skips=diagnose_skips,
+            not_worth=frozenset(not_worth),
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            telco_final_after=telco_final_after,
+            clock=clock,
+            sleep=sleep,
+            pacer=pacer,
+            statuses_stay_pending=client.environment.statuses_stay_pending,
+        )
 
     def parked(self, status: MessageStatus | None) -> bool:
         """Pending for good: at the aggregator, in the load-test environment."""

@@ -82,14 +82,14 @@ class RetryOrchestrator:
             raise ValidationError("budget_share", "must be in (0, 1]")
         self.client = client
         self.budget_share = budget_share
-        self.executor = Executor(
-            client=client,
-            cap=client.attempt_cap if max_attempts is None else AttemptCap.known(max_attempts),
+        self.executor = Executor.for_client(
+            client,
+            cap=None if max_attempts is None else AttemptCap.known(max_attempts),
             priority=priority,
             concurrency=concurrency,
             keep_messages=keep_messages,
             diagnose_skips=diagnose_skips,
-            not_worth=frozenset(not_worth_retrying),
+            not_worth=not_worth_retrying,
             poll_interval=poll_interval,
             max_poll_interval=max_poll_interval,
             telco_final_after=telco_final_after,
@@ -98,7 +98,6 @@ class RetryOrchestrator:
             pacer=RateLimiter(client.rate_limit * budget_share, clock=clock, sleep=sleep)
             if budget_share < 1
             else None,
-            statuses_stay_pending=client.environment.statuses_stay_pending,
         )
         #: The report of the current (or last) ``retry_messages`` call, complete or partial.
         self.report: RetryReport | None = None

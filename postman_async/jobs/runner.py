@@ -29,7 +29,6 @@ from ..errors import NotFoundError, PostmanError
 from ..models import Message, MessageStatus, Priority
 from ..ratelimit import Clock, Limiter, Sleep
 from ..reports import MessageResult, MessageState, Outcome
-from ..rules import NOT_WORTH_RETRYING
 from .reconcile import Intent, decide_after_loss, reconcile
 from .store import JobSettings, JobStore, encode_result
 
@@ -155,20 +154,9 @@ async def run_chunk(
 
 
 def _executor(client: PostmanClient, pacer: Limiter | None, clock: Clock, sleep: Sleep) -> Executor:
-    return Executor(
-        client=client,
-        cap=client.attempt_cap,
-        priority=Priority.BULK,
-        concurrency=1,
-        keep_messages=False,
-        diagnose_skips=True,
-        not_worth=frozenset(NOT_WORTH_RETRYING),
-        poll_interval=2.0,
-        max_poll_interval=30.0,
-        telco_final_after=0.0,
-        clock=clock,
-        sleep=sleep,
-        pacer=pacer,
+    """One ID at a time, the results to Redis (no messages kept), in the BULK lane."""
+    return Executor.for_client(
+        client, concurrency=1, keep_messages=False, clock=clock, sleep=sleep, pacer=pacer
     )
 
 

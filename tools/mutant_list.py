@@ -177,6 +177,23 @@ MUTANTS: list[Mutant] = [
         ("tests/unit/test_readback.py",),
         "a message created before the POST is taken for it",
     ),
+    # -- the settle loop and the CLI's exit codes (the review's survivors) --------------------
+    M(
+        "settle_forgets_single_retries",
+        "postman_async/_settle.py",
+        "        self.stale.update(touched)\n        return touched",
+        "        return touched",
+        ("tests/integration/test_settle_planning.py", "tests/integration/test_orchestrator.py"),
+        "settle does not mark singly retried IDs as unread since a POST",
+    ),
+    M(
+        "retry_exit_zero_when_any",
+        "postman_async/cli/_retry.py",
+        "    if total and retried == total:\n        return 0",
+        "    if retried:\n        return 0",
+        ("tests/cli/test_exit_codes.py", "tests/cli/test_cli.py"),
+        "retry exits 0 when any ID was retried",
+    ),
     # -- uncertain outcomes (reports.py) ------------------------------------------------------
     M(
         "uncertain_fed_back",

@@ -90,6 +90,7 @@ def test_the_table_in_the_readme_is_the_one_in_help() -> None:
         (6, "ok", ["status", "message_nope"], "message_nope: not found"),
         (6, "ok", ["retry", "message_nope"], ""),
         (7, "ok", ["status", "{id0}", "message_nope"], "message_nope: not found"),
+        (7, "ok", ["retry", "{id2}", "message_nope"], "retried"),  # one retried, one not
         (8, "ok", ["status", "message_x", "--base-url", "http://127.0.0.1:{port}/api/v2"], ""),
         (8, "ok", ["status", "x", "--base-url", "https://postman.invalid/api/v2"], ""),
     ],
@@ -106,6 +107,7 @@ def test_each_row(
     process = sims[sim]
     values = {
         "id0": failed[0],
+        "id2": failed[2],
         "base": process.base_url.removesuffix("/api/v2"),
         "port": str(free_port()),
     }

@@ -84,3 +84,26 @@ async def test_budget_share_leaves_headroom(make_sim) -> None:
     assert report.counts[pa.Outcome.RETRIED] == 40
     times = sorted(sim.request_times())
     assert max_in_window(times) <= 10  # half of 20/s, on the server's record
+
+
+async def test_singly_retried_ids_are_unread_since_their_post(make_sim) -> None:
+    """The settle loop's own bookkeeping, not the planner's table: after its single retries,
+    the IDs POSTed to are held as unread (no batch retry may fire on them until read)."""
+    from postman_async._executor import Executor
+    from postman_async._settle import SettleRun
+    from postman_async.planner import RoundPlan
+    from postman_async.reports import RoundReport
+
+    failed = (pa.MessageStatus.FAILURE, "delivery_error", "recipient_unavailable")
+    sim = await make_sim()
+    async with client_for(sim) as client:
+        ids = [sim.create_message(outcome=failed).id for _ in range(3)]
+        ex = Executor.for_client(client, clock=sim.clock, sleep=fast_sleep)
+        run = SettleRun(ex, [], deadline=sim.clock() + 60, started=sim.clock(), on_progress=None)
+        touched = await run.retry_singles(1, RoundPlan(single_retries=tuple(ids)), RoundReport(1))
+    assert sorted(touched) == sorted(ids) and run.stale == set(ids)
+    assert all(sim.posts.accepted_retries[i] == 1 for i in ids)
+
+
+async def fast_sleep(seconds: float) -> None:
+    """The retries need no waiting here."""

@@ -58,7 +58,37 @@ async def reconcile(
     before: Before,
     priority: Priority | None,
 ) -> Message:
-    """One read of the message decides the lost retry (see the module docstring)."""
+    """Reads of the message decide the lost retry (see the module docstring). A read that
+    says "not applied" is taken again after each of the client's ``readback_waits``: the
+    POST may still have been on its way (a timeout), and the server may process it late."""
+    state = client._readback
+    message, applied = await _read_and_decide(client, message_id, exc, before, priority)
+    judged = applied is False and exc.applied is None  # by the read, not known beforehand
+    for wait in state.waits if judged else ():
+        await state.sleep(wait)
+        message, applied = await _read_and_decide(client, message_id, exc, before, priority)
+        if applied is not False:
+            break
+    if applied:
+        logger.info("retry of %s confirmed by reading it back", message_id)
+        return message
+    raise OutcomeUnknownError(
+        f"retry of {message_id} {_not_taken(client, message, applied)} ({exc.cause}); read "
+        f"back: status {message.latest_status}; it was not re-sent",
+        cause=exc.cause,
+        observed=message,
+        applied=applied,
+    ) from exc
+
+
+async def _read_and_decide(
+    client: PostmanClient,
+    message_id: str,
+    exc: OutcomeUnknownError,
+    before: Before,
+    priority: Priority | None,
+) -> tuple[Message, bool | None]:
+    """One read of the message, and whether the lost retry took (``None``: cannot tell)."""
     session = client._session()
     try:
         raw = await client._send(
@@ -74,28 +104,19 @@ async def reconcile(
             cause=exc.cause,
             applied=exc.applied,
         ) from read_error
-    applied = exc.applied
-    if applied is None:
-        elapsed = session.now() - exc.sent_at if exc.sent_at is not None else 0.0
-        verdict = readback.retry_verdict(
-            message,
-            status_before=before[0],
-            attempts_before=before[1],
-            server_date=raw.headers.get("Date"),
-            elapsed=elapsed,
-        )
-        if not isinstance(verdict, readback.Ambiguous):
-            applied = isinstance(verdict, readback.Applied)
-    if applied:
-        logger.info("retry of %s confirmed by reading it back", message_id)
-        return message
-    raise OutcomeUnknownError(
-        f"retry of {message_id} {_not_taken(client, message, applied)} ({exc.cause}); read "
-        f"back: status {message.latest_status}; it was not re-sent",
-        cause=exc.cause,
-        observed=message,
-        applied=applied,
-    ) from exc
+    if exc.applied is not None:
+        return message, exc.applied
+    elapsed = session.now() - exc.sent_at if exc.sent_at is not None else 0.0
+    verdict = readback.retry_verdict(
+        message,
+        status_before=before[0],
+        attempts_before=before[1],
+        server_date=raw.headers.get("Date"),
+        elapsed=elapsed,
+    )
+    if isinstance(verdict, readback.Ambiguous):
+        return message, None
+    return message, isinstance(verdict, readback.Applied)
 
 
 def _not_taken(client: PostmanClient, message: Message, applied: bool | None) -> str:

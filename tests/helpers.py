@@ -85,6 +85,6 @@ def assert_no_leftover_tasks() -> None:
     leftovers = [
         t
         for t in asyncio.all_tasks()
-        if t is not current and "RequestHandler" not in t.get_coro().__qualname__
+        if t is not current and "RequestHandler" not in getattr(t.get_coro(), "__qualname__", "")
     ]
     assert leftovers == []

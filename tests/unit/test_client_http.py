@@ -355,10 +355,13 @@ async def test_reconcile_with_known_attempt_count(
     http.get(f"{MSG}/message_1", payload={**MESSAGE, "numAttempts": 2})
     assert (await client.retry_message("message_1", attempts_before=1)).id == "message_1"
     http.post(f"{MSG}/message_1/retry", exception=aiohttp.ServerDisconnectedError())
-    http.get(f"{MSG}/message_1", payload={**MESSAGE, "latestStatus": "success", "numAttempts": 2})
+    settled = {**MESSAGE, "latestStatus": "success", "numAttempts": 2}
+    http.get(f"{MSG}/message_1", payload=settled, repeat=True)
     with pytest.raises(pa.OutcomeUnknownError) as info:
         await client.retry_message("message_1", attempts_before=2)
     assert info.value.applied is False
+    # "Not applied" is read again after the re-check wait (the POST may have been late).
+    assert len(_sent(http, "GET", f"{MSG}/message_1")) == 3
 
 
 async def test_rejected_retry_whose_answer_was_lost_is_not_reported_applied(
@@ -372,7 +375,7 @@ async def test_rejected_retry_whose_answer_was_lost_is_not_reported_applied(
         "latestStatus": "success",
         "attempts": [{"status": "success", "createdAt": _iso(-300)}],
     }
-    http.get(f"{MSG}/message_1", payload=done, headers={"Date": _http_date()})
+    http.get(f"{MSG}/message_1", payload=done, headers={"Date": _http_date()}, repeat=True)
     with pytest.raises(pa.OutcomeUnknownError) as info:
         await client.retry_message("message_1")
     assert info.value.applied is False

@@ -2,7 +2,8 @@
 
 A 1 MB gzip (or deflate) body with an honest ``Content-Length`` that inflates to 1 GiB is
 served over real loopback HTTP; the client must refuse it with a typed error while its peak
-RSS (measured in a subprocess, ``VmHWM`` reset before the call) grows by less than 64 MB. Around that: normal
+RSS (measured in a subprocess, ``VmHWM`` reset before the call) grows by less than 64 MB.
+Around that: normal
 compressed bodies still decode, the cap is exact on the decoded size, unknown or corrupt
 encodings are typed errors, a session passed in is protected too, and identity bodies with a
 lying ``Content-Length`` behave as they always did.

@@ -315,7 +315,16 @@ class _ChunkRun:
     async def _read_first(
         self, message_id: str, known: MessageState | None, since_ms: int
     ) -> MessageResult | MessageState:
-        """A job submitted again after Redis lost it: read the ID before any POST."""
+        """A job submitted again after Redis lost it: read the ID before any POST. The read
+        waits until a POST the lost job had in flight is certainly processed or dropped: one
+        goes out within ``window`` of its intent, before this job was created, and is over
+        ``http_timeout`` later."""
+        settle_s = self.settings.window + self.settings.http_timeout
+        settled = self.store.created_ms + int(settle_s * 1000)
+        while (now := await _redis_ms(self.store)) < settled:
+            if self.lease.lost:
+                raise LeaseLost(f"chunk {self.chunk}: lease lost before reading {message_id}")
+            await self.ex.sleep(min(self.settings.lease_ttl / 3, (settled - now) / 1000))
         await self.ex.pace()
         try:
             message: Message | None = await self.client.get_message(

@@ -103,7 +103,9 @@ class Executor:
         """Headroom for other work on the campaign: our calls also pass a limiter of our own
         at ``budget_share`` of the campaign's rate."""
         if self.pacer is not None:
-            await self.pacer.acquire()
+            grant = await self.pacer.acquire()
+            if grant is not None:  # a share, not the budget's guard: spacing is all it is for
+                grant.answered()
 
     async def read_batch(self, batch_id: str) -> list[MessageState]:
         """Every message of a batch, 1,000 per listing call."""

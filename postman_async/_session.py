@@ -28,7 +28,7 @@ from yarl import URL
 
 from . import telemetry
 from ._body import ACCEPT_ENCODING, BoundedDecoder, UndecodableError
-from ._post_hooks import gate_trace, post_gate, post_hook
+from ._post_hooks import RequestTrace, gate_trace, post_gate, post_hook
 from ._transport import transient, transport_error
 from ._version import __version__
 from .errors import (
@@ -43,7 +43,7 @@ from .errors import (
 from .models import Priority
 from .policy import CallOptions, RetryPolicy
 from .protocol import Request, error_from_response
-from .ratelimit import Clock, Limiter, Sleep
+from .ratelimit import Clock, Grant, Limiter, Sleep
 
 logger = logging.getLogger("postman_async")
 
@@ -231,15 +231,22 @@ class HttpSession:
         while True:
             attempt = attempts[0] = attempt + 1
             waited = self._clock()
-            await self.limiter.acquire(priority)
-            if not request.is_idempotent and (hook := post_hook()) is not None:
-                await hook()
+            grant = await self.limiter.acquire(priority)
+            try:
+                if not request.is_idempotent and (hook := post_hook()) is not None:
+                    await hook()
+            except BaseException:
+                if grant is not None:
+                    grant.unsent()
+                raise
             started = self._clock()
             telemetry.add("wait", (started - waited) * 1000, **lane)
             self.calls += 1
             for counter in _call_counters.get():
                 counter[0] += 1
-            outcome = await self._attempt(request, attempt, (waited, started), decode, timeout)
+            outcome = await self._attempt(
+                request, attempt, (waited, started), decode, (timeout, grant)
+            )
             if isinstance(outcome, RawResponse):
                 self.retry_budget.deposit()
                 return outcome
@@ -261,14 +268,15 @@ class HttpSession:
         attempt: int,
         times: tuple[float, float],
         decode: Callable[[bytes], Any] | None,
-        timeout: float | None = None,
+        how: tuple[float | None, Grant | None] = (None, None),
     ) -> RawResponse | tuple[PostmanError, bool]:
         """One HTTP attempt: the response, or (the error, whether the server certainly
-        dropped the request). ``times``: when the token was asked for, and granted."""
+        dropped the request). ``times``: when the token was asked for, and granted; ``how``:
+        this call's timeout, and the limiter's grant to report the request's fate to."""
         waited, started = times
         fields = _log_fields(request, attempt, started - waited)
         try:
-            status, headers, body = await self._perform(request, timeout)
+            status, headers, body = await self._perform(request, *how)
         except (_NotSent, _MaybeSent) as exc:
             error = transport_error(exc.__cause__, request, self._base_url)
             fields.update(status=None, error=type(error).__name__)
@@ -366,9 +374,23 @@ class HttpSession:
         return self._clock()
 
     async def _perform(
-        self, request: Request, timeout: float | None = None
+        self, request: Request, timeout: float | None = None, grant: Grant | None = None
     ) -> tuple[int, CIMultiDictProxy[str], bytes | MalformedResponseError]:
-        """Status, headers and the decoded body (or why it would not decode)."""
+        """Status, headers and the decoded body (or why it would not decode). Tells ``grant``
+        when the request is written and whether an answer came (see :class:`Grant`)."""
+        trace = RequestTrace(
+            gate=post_gate() if not request.is_idempotent else None, grant=grant
+        )
+        try:
+            return await self._exchange(request, timeout, trace)
+        finally:
+            # Unless told already, no answer came. Without our trace hook (a session passed
+            # in) a write cannot be ruled out.
+            trace.tell("lost" if trace.written or not self._owns_session else "unsent")
+
+    async def _exchange(
+        self, request: Request, timeout: float | None, trace: RequestTrace
+    ) -> tuple[int, CIMultiDictProxy[str], bytes | MalformedResponseError]:
         http = self._http()
         kwargs: dict[str, Any] = {
             "headers": self._headers,
@@ -378,8 +400,7 @@ class HttpSession:
             "allow_redirects": False,
             "timeout": self._timeout if timeout is None else aiohttp.ClientTimeout(total=timeout),
         }
-        if not request.is_idempotent and (gate := post_gate()) is not None:
-            kwargs["trace_request_ctx"] = {"postman_gate": gate}
+        kwargs["trace_request_ctx"] = trace
         if request.json_body is not None:
             kwargs["json"] = request.json_body
         elif request.csv_file is not None:
@@ -391,6 +412,7 @@ class HttpSession:
         url = URL(self._base_url + request.path, encoded=True)
         try:
             async with http.request(request.method, url, **kwargs) as response:
+                trace.tell("answered")
                 body = await self._read_capped(response)
                 return response.status, response.headers, body
         except (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError) as exc:
@@ -399,6 +421,7 @@ class HttpSession:
                 f"{request.method} {request.path}: TLS failure ({type(exc).__name__})"
             ) from exc
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            trace.tell("unsent")
             raise _NotSent() from exc
         except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _MaybeSent() from exc

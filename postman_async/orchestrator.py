@@ -95,7 +95,9 @@ class RetryOrchestrator:
             telco_final_after=telco_final_after,
             clock=clock,
             sleep=sleep,
-            pacer=RateLimiter(client.rate_limit * budget_share, clock=clock, sleep=sleep)
+            pacer=RateLimiter(
+                client.rate_limit * budget_share, pacing="margin", clock=clock, sleep=sleep
+            )
             if budget_share < 1
             else None,
         )

@@ -1,27 +1,27 @@
-"""Per-campaign rate limiting: a no-burst GCRA with priority lanes that slows down after a 429.
+"""Per-campaign rate limiting: no-burst spacing with priority lanes, clocked by the server's
+answers, slowing down after a 429.
 
 Why not ``aiolimiter.AsyncLimiter(10, 1)``: it admits a burst of 10 and then 10 more within the
 same second (19-20 in a sliding second, measured), and the server drops what exceeds 10.
 
-The margin is learned (:mod:`postman_async.margin`): it starts cautious, follows the spread of
-the campaign's round trips, widens at once on a 429 that jitter explains (without cutting the
-rate), and decays back when quiet; about 3.6 ms per second of budget on a quiet loopback. A
-fixed ``margin`` (e.g. the previous default, 0.01) turns the learning off.
+**Pacing by answers** (the default, :mod:`postman_async.answer_clock`): grants are spaced
+``1 / rate`` apart, and the ``(k + rate)``-th is written no earlier than one second after the
+``k``-th request's answer arrived (less a share of the smallest round trip). An answer proves
+its request already passed the server's limiter, so no second at the server holds more than
+``rate`` of our requests, whatever the network's jitter (heavy tails included) and however late
+a busy or stalled process writes what it was granted. It assumes only that a request reaches
+the server within ``cap`` (2 s) of its write. The session layer reports each request's fate
+to the :class:`~postman_async.answer_clock.Ticket` that ``acquire`` returns.
 
-The schedule: grants are spaced ``interval = (1 + margin) / rate`` apart, so any sliding second
-holds at most ``rate`` of them even when timers fire a few ms late (``margin`` absorbs arrival
-jitter at the server). A grant that comes up to ``slack`` late keeps its place in the schedule
-instead of pushing every later grant back, so the achieved rate stays at the design rate.
+**Pacing by margin** (``pacing="margin"``, kept for comparison, or a fixed ``margin``): grants
+are spaced ``(1 + margin) / rate`` apart and the margin, learned from the round trips' spread
+(:mod:`postman_async.margin`), absorbs the arrival jitter it can foresee. A ``HIGH`` caller
+reserves the next free slot at once; a grant woken more than 5 ms (or half the margin) late
+re-queues rather than squeeze against the slots promised after it.
 
-Lanes: a ``HIGH`` caller reserves the next free slot at once. ``BULK`` callers queue FIFO and the
-head of that queue reserves a slot only when the slot is due, so an urgent call that arrives
-while a bulk job saturates the budget waits at most about one interval.
-
-A grant is never sent more than 5 ms (or half the margin, if larger) after its slot while later
-slots are promised: a waiter woken later than that by a busy event loop re-queues instead, so a
-stall cannot squeeze its grant against the slots promised after it. While the margin is still
-a guess (its first 10 round trips) ``HIGH`` callers take slots only when due, ahead of the
-``BULK`` queue, so nothing is reserved on that guess.
+Lanes: ``HIGH`` callers go before the ``BULK`` queue (FIFO), so an urgent call that arrives while
+a bulk job saturates the budget waits about one interval. A 429 (a competitor or a server-side
+cut) pauses the campaign and halves the rate, which recovers over ``recovery`` seconds.
 """
 
 from __future__ import annotations
@@ -33,13 +33,29 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
+from . import answer_clock
 from .margin import MarginTuner
 from .models import Priority
 
 Clock = Callable[[], float]
+PACINGS = ("answers", "margin")
+#: s of schedule that grants held back by the answer clock may make up
+CATCH_UP = 1.0
 #: A HIGH grant woken this late (s) is still sent; later, it re-queues (see the module doc).
 LATE_WAKE_TOLERANCE = 0.005
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class Grant(Protocol):
+    """What became of a granted request, reported by the session layer so an answer-clocked
+    limiter (:mod:`postman_async.answer_clock`) can pace by the server's answers: ``written``
+    as its headers go out, then one of ``answered`` (any response), ``lost`` (no answer will
+    come: a timeout, a reset) or ``unsent`` (never written)."""
+
+    def written(self) -> None: ...
+    def answered(self) -> None: ...
+    def lost(self) -> None: ...
+    def unsent(self) -> None: ...
 
 
 @runtime_checkable
@@ -54,8 +70,9 @@ class Limiter(Protocol):
         """The campaign's rate (calls per second) this limiter holds to."""
         ...
 
-    async def acquire(self, priority: Priority = Priority.HIGH) -> None:
-        """Wait for one token of the campaign's budget."""
+    async def acquire(self, priority: Priority = Priority.HIGH) -> Grant | None:
+        """Wait for one token of the campaign's budget. A limiter that paces by answers
+        returns a :class:`Grant` to report the request's fate to; others return None."""
 
     async def penalize(self, delay: float, *, retry_after: float | None = None) -> None:
         """The server throttled us: pause the campaign for ``delay`` s, and widen the spacing
@@ -69,18 +86,30 @@ class RateLimiter:
         self,
         rate: float = 10.0,
         *,
+        pacing: str = "answers",
         margin: float | None = None,
         slack: float = 0.002,
         recovery: float = 30.0,
         min_fraction: float = 0.25,
+        cap: float = answer_clock.CAP,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         if not rate > 0:
             raise ValueError("rate must be > 0")
+        if pacing not in PACINGS:
+            raise ValueError(f"pacing must be one of {PACINGS}")
         self._rate = float(rate)
-        #: learns the margin; None when a fixed ``margin`` was given
-        self.tuner = MarginTuner() if margin is None else None
+        if margin is not None:
+            pacing = "margin"  # a fixed margin is the margin pacing, not learned
+        #: paces by answers (see :mod:`postman_async.answer_clock`); None in margin pacing
+        self.answers = (
+            answer_clock.AnswerClock(rate, clock=clock, cap=cap, on_change=self._wake)
+            if pacing == "answers"
+            else None
+        )
+        #: learns the margin; None when a fixed ``margin`` was given or pacing by answers
+        self.tuner = MarginTuner() if pacing == "margin" and margin is None else None
         self._fixed_margin = margin or 0.0
         self.slack = slack
         self.recovery = recovery
@@ -92,7 +121,10 @@ class RateLimiter:
         self._fraction = 1.0  # share of the rate in force after the last 429
         self._penalized_at = -float("inf")
         self._bulk_lock: asyncio.Lock | None = None
+        self._high_lock: asyncio.Lock | None = None
+        self._changed: asyncio.Event | None = None
         self._high_waiting = 0
+        self._last_grant = -float("inf")
         self.grants = 0
         self.throttles = 0
         self._spacings: collections.deque[tuple[float, float]] = collections.deque(maxlen=256)
@@ -107,6 +139,8 @@ class RateLimiter:
         if not value > 0:
             raise ValueError("rate must be > 0")
         self._rate = float(value)
+        if self.answers is not None:
+            self.answers.rate = self._rate
 
     @property
     def margin(self) -> float:
@@ -149,9 +183,12 @@ class RateLimiter:
         if self.tuner is not None:  # the spacing each grant got, for a later 429 to judge
             self._spacings.append((slot, interval * self._rate - 1.0))
 
-    async def acquire(self, priority: Priority = Priority.HIGH) -> None:
-        """Wait for one token: ``HIGH`` takes the next free slot, ``BULK`` queues FIFO behind
-        it. Cancelling the wait gives an unused slot back."""
+    async def acquire(self, priority: Priority = Priority.HIGH) -> answer_clock.Ticket | None:
+        """Wait for one token: ``HIGH`` goes first, ``BULK`` queues FIFO behind it. Pacing by
+        answers, the returned ticket must be told what became of the request (see
+        :class:`Grant`); otherwise None. Cancelling the wait gives an unused slot back."""
+        if self.answers is not None:
+            return await self._acquire_by_answers(priority == Priority.HIGH)
         if priority == Priority.HIGH:
             if self.tuner is not None and self.tuner.learning:
                 # No slots reserved ahead while the margin is still a guess: each grant takes
@@ -163,11 +200,84 @@ class RateLimiter:
                     self._high_waiting -= 1
             else:
                 await self._acquire_high()
-            return
+            return None
         if self._bulk_lock is None:
             self._bulk_lock = asyncio.Lock()
         async with self._bulk_lock:
             await self._take_when_due(high=False)
+        return None
+
+    async def _acquire_by_answers(self, high: bool) -> answer_clock.Ticket:
+        """One waiter per lane at a time (FIFO locks), so an answer wakes two coroutines, not
+        every caller. The head takes its slot only when due: when the spacing, any 429 pause
+        and the answer clock all allow it (a ``BULK`` head also waits while a ``HIGH`` one
+        does)."""
+        assert self.answers is not None
+        if high:
+            self._high_waiting += 1
+        try:
+            lock = self._lane_lock(high)
+            async with lock:
+                arrived = self._clock()
+                while True:
+                    now = self._clock()
+                    slot = self._catch_up_slot(arrived, now)
+                    due = max(
+                        slot,
+                        self._last_grant + self._interval(now) / 2,
+                        self._blocked_until,
+                        self.answers.ready_at(),
+                    )
+                    if due <= now and (high or not self._high_waiting):
+                        self._take(slot)
+                        self._last_grant = now
+                        ticket = self.answers.grant()
+                        self._wake()
+                        return ticket
+                    await self._wait_for_change(max(due - now, 0.0) if due > now else None)
+        finally:
+            if high:
+                self._high_waiting -= 1
+                if not self._high_waiting:
+                    self._wake()
+
+    def _catch_up_slot(self, arrived: float, now: float) -> float:
+        """The schedule's slot for a head that began waiting at ``arrived``. A slot the answer
+        clock held back stays where it was, so the grants after it catch up (at most
+        ``CATCH_UP`` s of them, at up to twice the rate: the answer clock still bounds every
+        second); a limiter that sat idle starts afresh, without a burst."""
+        slot = max(self._tat, self._blocked_until)
+        if slot < arrived - self.slack:
+            return arrived
+        return max(slot, now - CATCH_UP)
+
+    def _lane_lock(self, high: bool) -> asyncio.Lock:
+        if high:
+            if self._high_lock is None:
+                self._high_lock = asyncio.Lock()
+            return self._high_lock
+        if self._bulk_lock is None:
+            self._bulk_lock = asyncio.Lock()
+        return self._bulk_lock
+
+    def _wake(self) -> None:
+        """Something the waiting heads depend on changed (an answer, a grant, a pause)."""
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def _wait_for_change(self, delay: float | None) -> None:
+        """Until ``delay`` s passed (None: no limit) or something changed, whichever first."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        waiters: set[asyncio.Future[object]] = {asyncio.ensure_future(self._changed.wait())}
+        if delay is not None:
+            waiters.add(asyncio.ensure_future(self._sleep(delay)))
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     async def _take_when_due(self, *, high: bool) -> None:
         while True:

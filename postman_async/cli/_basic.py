@@ -275,7 +275,12 @@ async def cmd_simulator(args: argparse.Namespace, out: Output) -> int:
             latency=args.latency,
             competing_share=args.competing_share,
         ),
-        network=Network(args.latency_ms / 1000, args.jitter_ms / 1000, args.jitter_dist),
+        network=Network(
+            args.latency_ms / 1000,
+            args.jitter_ms / 1000,
+            args.jitter_dist,
+            retransmit_share=args.retransmit_share,
+        ),
     )
     failed = (MessageStatus.FAILURE, "delivery_error", "recipient_unavailable")
     created = [sim.create_message(outcome=failed).id for _ in range(args.failed_messages)]

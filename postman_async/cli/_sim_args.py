@@ -73,6 +73,12 @@ def _faults_and_data(sim: argparse.ArgumentParser) -> None:
         default="uniform",
         help="uniform in [0, jitter], or lognormal (median jitter/2, heavy tail)",
     )
+    sim.add_argument(
+        "--retransmit-share",
+        type=non_negative,
+        default=0.0,
+        help="share of legs (0..1) held back a further 200 ms, as a TCP retransmit would",
+    )
     sim.add_argument("--latency", type=non_negative, default=0.0, help="seconds added per answer")
     sim.add_argument(
         "--failed-messages",

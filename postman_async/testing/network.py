@@ -18,6 +18,8 @@ DISTRIBUTIONS = ("uniform", "lognormal")
 LOGNORMAL_SIGMA = 1.0
 #: ... and its cap, in multiples of ``jitter``, so one draw cannot stall a test
 LOGNORMAL_CAP = 20.0
+#: s: TCP's minimum retransmission timeout (RFC 6298 allows 1 s; Linux uses 200 ms)
+RETRANSMIT = 0.2
 
 
 @attrs.frozen
@@ -29,19 +31,28 @@ class Network:
     latency: float = 0.0
     jitter: float = 0.0
     distribution: str = "uniform"
+    #: share of legs held back a further ``RETRANSMIT`` s (a lost segment resent)
+    retransmit_share: float = 0.0
 
     def __attrs_post_init__(self) -> None:
         if self.distribution not in DISTRIBUTIONS:
             raise ValueError(f"distribution must be one of {DISTRIBUTIONS}")
         if not (self.latency >= 0 and self.jitter >= 0):
             raise ValueError("latency and jitter must be >= 0")
+        if not 0 <= self.retransmit_share <= 1:
+            raise ValueError("retransmit_share must be in [0, 1]")
 
     @property
     def active(self) -> bool:
-        return self.latency > 0 or self.jitter > 0
+        return self.latency > 0 or self.jitter > 0 or self.retransmit_share > 0
 
     def delay(self, rng: random.Random) -> float:
         """One one-way delay (s)."""
+        if self.retransmit_share and rng.random() < self.retransmit_share:
+            return RETRANSMIT + self._delay(rng)
+        return self._delay(rng)
+
+    def _delay(self, rng: random.Random) -> float:
         if self.jitter <= 0:
             return self.latency
         if self.distribution == "uniform":

@@ -33,12 +33,25 @@ def test_lognormal_delays_have_a_heavy_tail() -> None:
     assert delays[-1] <= 20 * 0.04  # capped
 
 
+def test_retransmits_add_200_ms_to_a_share_of_legs() -> None:
+    network = Network(latency=0.002, jitter=0.01, retransmit_share=0.01)
+    rng = random.Random(3)
+    delays = [network.delay(rng) for _ in range(20_000)]
+    held = [d for d in delays if d >= 0.2]
+    assert 150 <= len(held) <= 250  # about 1%
+    assert all(0.202 <= d <= 0.212 for d in held)
+    assert all(0.002 <= d <= 0.012 for d in delays if d < 0.2)
+
+
 def test_settings_are_checked() -> None:
     with pytest.raises(ValueError):
         Network(distribution="gaussian")
     with pytest.raises(ValueError):
         Network(latency=-1.0)
+    with pytest.raises(ValueError):
+        Network(retransmit_share=1.5)
     assert not Network().active and Network(jitter=0.001).active
+    assert Network(retransmit_share=0.01).active
 
 
 async def test_the_limiter_sees_a_request_after_its_way_in(make_sim) -> None:

@@ -6,6 +6,7 @@ import random
 import pytest
 
 from postman_async import Priority, RateLimiter, margin
+from postman_async.answer_clock import Ticket
 from postman_async.margin import MarginTuner
 from postman_async.ratelimit import shared_limiter
 from postman_async.testing.server_limits import max_in_window
@@ -13,16 +14,28 @@ from postman_async.testing.server_limits import max_in_window
 from ..helpers import VirtualClock
 
 
+PACINGS = pytest.mark.parametrize("pacing", ["answers", "margin"])
+
+
+def _answer(ticket: object) -> None:
+    """Report a zero round trip for a grant, when the limiter paces by answers."""
+    if isinstance(ticket, Ticket):
+        ticket.written()
+        ticket.answered()
+
+
 async def _grant_times(
     limiter: RateLimiter, vc: VirtualClock, n: int, workers: int, priority: Priority
 ) -> list[float]:
+    """Grant times of ``n`` calls; each answered at once (a zero round trip)."""
     times: list[float] = []
     remaining = iter(range(n))
 
     async def worker() -> None:
         for _ in remaining:
-            await limiter.acquire(priority)
+            ticket = await limiter.acquire(priority)
             times.append(vc.clock())
+            _answer(ticket)
 
     async def main() -> None:
         await asyncio.gather(*(worker() for _ in range(workers)))
@@ -31,10 +44,11 @@ async def _grant_times(
     return times
 
 
-async def test_no_burst_and_rate_held_on_virtual_time() -> None:
+@PACINGS
+async def test_no_burst_and_rate_held_on_virtual_time(pacing: str) -> None:
     for priority in (Priority.HIGH, Priority.BULK):
         vc = VirtualClock()
-        limiter = RateLimiter(10, clock=vc.clock, sleep=vc.sleep)
+        limiter = RateLimiter(10, pacing=pacing, clock=vc.clock, sleep=vc.sleep)
         times = await _grant_times(limiter, vc, 100, 20, priority)
         assert len(times) == 100
         assert max_in_window(sorted(times)) == 10  # never 11, and no initial burst
@@ -43,31 +57,34 @@ async def test_no_burst_and_rate_held_on_virtual_time() -> None:
         assert 99 * 0.1 <= elapsed <= 99 * 0.1 * (1 + limiter.margin) + 1e-9
 
 
-async def test_idle_limiter_grants_one_at_once_not_a_burst() -> None:
+@PACINGS
+async def test_idle_limiter_grants_one_at_once_not_a_burst(pacing: str) -> None:
     vc = VirtualClock()
-    limiter = RateLimiter(10, clock=vc.clock, sleep=vc.sleep)
+    limiter = RateLimiter(10, pacing=pacing, clock=vc.clock, sleep=vc.sleep)
     vc.now = 1000.0
     times = await _grant_times(limiter, vc, 3, 3, Priority.HIGH)
     assert times[0] == 1000.0 and times[1] >= 1000.1 and times[2] >= 1000.2
 
 
-async def test_urgent_call_jumps_the_bulk_queue() -> None:
+@PACINGS
+async def test_urgent_call_jumps_the_bulk_queue(pacing: str) -> None:
     vc = VirtualClock()
-    limiter = RateLimiter(10, clock=vc.clock, sleep=vc.sleep)
+    limiter = RateLimiter(10, pacing=pacing, clock=vc.clock, sleep=vc.sleep)
     bulk_grants: list[float] = []
     urgent_waits: list[float] = []
     urgent_grants: list[float] = []
 
     async def bulk_worker() -> None:
         for _ in range(20):
-            await limiter.acquire(Priority.BULK)
+            ticket = await limiter.acquire(Priority.BULK)
             bulk_grants.append(vc.clock())
+            _answer(ticket)
 
     async def urgent() -> None:
         for delay in (0.55, 0.43, 0.71):
             await vc.sleep(delay)
             asked = vc.clock()
-            await limiter.acquire(Priority.HIGH)
+            _answer(await limiter.acquire(Priority.HIGH))
             urgent_waits.append(vc.clock() - asked)
             urgent_grants.append(vc.clock())
 
@@ -82,9 +99,10 @@ async def test_urgent_call_jumps_the_bulk_queue() -> None:
     assert max_in_window(sorted([*bulk_grants, *urgent_grants])) == 10
 
 
-async def test_penalize_pauses_and_slows_then_recovers() -> None:
+@PACINGS
+async def test_penalize_pauses_and_slows_then_recovers(pacing: str) -> None:
     vc = VirtualClock()
-    limiter = RateLimiter(10, clock=vc.clock, sleep=vc.sleep, recovery=10.0)
+    limiter = RateLimiter(10, pacing=pacing, clock=vc.clock, sleep=vc.sleep, recovery=10.0)
     await _grant_times(limiter, vc, 5, 1, Priority.HIGH)
     await limiter.penalize(2.0, retry_after=2.0)  # longer than a window: a competitor
     paused_at = vc.clock()
@@ -98,7 +116,7 @@ async def test_penalize_pauses_and_slows_then_recovers() -> None:
 
 async def test_penalty_voids_slots_reserved_before_it() -> None:
     vc = VirtualClock()
-    limiter = RateLimiter(10, clock=vc.clock, sleep=vc.sleep)
+    limiter = RateLimiter(10, pacing="margin", clock=vc.clock, sleep=vc.sleep)
     grants: list[float] = []
 
     async def take() -> None:
@@ -117,12 +135,13 @@ async def test_penalty_voids_slots_reserved_before_it() -> None:
     assert len(rest) == 3 and all(t >= 1.15 for t in rest)  # held back by it
 
 
-async def test_cancelled_waiter_gives_its_slot_back() -> None:
+@PACINGS
+async def test_cancelled_waiter_gives_its_slot_back(pacing: str) -> None:
     vc = VirtualClock()
-    limiter = RateLimiter(10, clock=vc.clock, sleep=vc.sleep)
+    limiter = RateLimiter(10, pacing=pacing, clock=vc.clock, sleep=vc.sleep)
 
     async def main() -> None:
-        await limiter.acquire()
+        _answer(await limiter.acquire())
         waiter = asyncio.ensure_future(limiter.acquire())
         await asyncio.sleep(0)
         waiter.cancel()
@@ -146,7 +165,10 @@ async def test_late_wake_does_not_squeeze_grants() -> None:
     """A waiter woken long after its slot (a stalled loop) must not be sent squeezed against
     the slots already promised after it: no 11 grants in any second at 10/s."""
     vc = VirtualClock()
-    limiter = RateLimiter(10, clock=vc.clock, sleep=vc.sleep)
+    limiter = RateLimiter(10, pacing="margin", clock=vc.clock, sleep=vc.sleep)
+    for _ in range(10):  # past the learning phase: HIGH grants reserve slots ahead
+        limiter.observe(0.002)
+    assert limiter.tuner is not None and not limiter.tuner.learning
     grants: list[float] = []
     stalled_once = False
 
@@ -171,7 +193,7 @@ async def test_late_wake_does_not_squeeze_grants() -> None:
 
 async def test_a_jitter_429_widens_the_margin_and_keeps_the_rate() -> None:
     vc = VirtualClock()
-    limiter = RateLimiter(10, clock=vc.clock, sleep=vc.sleep)
+    limiter = RateLimiter(10, pacing="margin", clock=vc.clock, sleep=vc.sleep)
     assert limiter.tuner is not None
     for _ in range(40):  # a quiet loopback: round trips within 1 ms of each other
         limiter.observe(0.002 + 0.001 * (_ % 2))
@@ -186,7 +208,7 @@ async def test_a_jitter_429_widens_the_margin_and_keeps_the_rate() -> None:
 
 async def test_429s_a_wider_margin_cannot_cure_cut_the_rate() -> None:
     vc = VirtualClock()
-    limiter = RateLimiter(10, clock=vc.clock, sleep=vc.sleep)
+    limiter = RateLimiter(10, pacing="margin", clock=vc.clock, sleep=vc.sleep)
     cuts = []
     for _ in range(8):  # a competitor: 429s keep coming however wide the spacing
         await limiter.penalize(0.0)
@@ -197,7 +219,7 @@ async def test_429s_a_wider_margin_cannot_cure_cut_the_rate() -> None:
 
 async def test_the_margin_decays_back_when_quiet() -> None:
     vc = VirtualClock()
-    limiter = RateLimiter(10, clock=vc.clock, sleep=vc.sleep)
+    limiter = RateLimiter(10, pacing="margin", clock=vc.clock, sleep=vc.sleep)
     for _ in range(40):
         limiter.observe(0.002)
     await limiter.penalize(0.0)
@@ -221,7 +243,7 @@ def test_round_trip_spread_sets_the_margin() -> None:
 
 async def test_no_second_holds_more_than_the_rate_while_the_margin_changes() -> None:
     vc = VirtualClock()
-    limiter = RateLimiter(10, clock=vc.clock, sleep=vc.sleep)
+    limiter = RateLimiter(10, pacing="margin", clock=vc.clock, sleep=vc.sleep)
     rng = random.Random(5)
     grants: list[float] = []
 

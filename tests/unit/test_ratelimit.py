@@ -260,3 +260,13 @@ async def test_no_second_holds_more_than_the_rate_while_the_margin_changes() -> 
     await vc.run(asyncio.ensure_future(asyncio.gather(*(caller() for _ in range(6)))))
     assert len(grants) == 360
     assert max_in_window(sorted(grants)) <= 10
+
+
+@PACINGS
+async def test_a_shorter_pause_does_not_cut_a_longer_one_short(pacing: str) -> None:
+    vc = VirtualClock()
+    limiter = RateLimiter(10, pacing=pacing, clock=vc.clock, sleep=vc.sleep)
+    limiter.pause(3.0)  # a 429 with Retry-After: 3
+    limiter.pause(0.5)  # another caller's shorter 429 right after
+    times = await _grant_times(limiter, vc, 2, 2, Priority.HIGH)
+    assert times[0] >= 3.0

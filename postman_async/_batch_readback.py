@@ -27,9 +27,9 @@ from ._send_readback import (
     _unknown,
     search_recipient,
 )
-from ._session import count_calls
 from .errors import DuplicateUploadError, PostmanError
 from .models import BatchSendResult, Page, Priority
+from .policy import CallMeter
 from .protocol import Request, list_batch_messages_request
 from .readback import (
     Ambiguous,
@@ -67,11 +67,11 @@ async def upload(
         client._readback.batches.add(answer.batch_id)
         return answer
     sent = sent_batch_from_csv(request.csv_file or b"", light=True)
-    with count_calls() as calls:
-        try:
-            return await _reconcile(client, sent, answer, priority, what)
-        finally:
-            _log_spent(client, "batch upload", calls[0])
+    meter = CallMeter()
+    try:
+        return await _reconcile(client.with_options(meter=meter), sent, answer, priority, what)
+    finally:
+        _log_spent(client, "batch upload", meter.calls)
 
 
 async def _reconcile(

@@ -4,7 +4,6 @@ answer as authoritative (a lost answer is reconciled by reading the batch once).
 from __future__ import annotations
 
 from ._executor import FATAL_ERRORS, Executor
-from ._session import count_calls
 from .errors import (
     BatchNotRetryableError,
     NoFailedBatchMessagesError,
@@ -25,16 +24,16 @@ async def retry_batch(ex: Executor, batch_id: str, wait_unresolved: float) -> Ba
     validate_id("batch_id", batch_id)
     report = BatchRetryReport(batch_id)
     started = ex.clock()
-    with count_calls() as counter:
-        try:
-            await _read_and_fire(ex, batch_id, wait_unresolved, report)
-        except FATAL_ERRORS:
-            raise
-        except PostmanError as exc:
-            report.reason, report.error = BatchRetryReason.ERROR, exc
-        finally:
-            report.calls = counter[0]
-            report.elapsed = ex.clock() - started
+    ex, meter = ex.metered()
+    try:
+        await _read_and_fire(ex, batch_id, wait_unresolved, report)
+    except FATAL_ERRORS:
+        raise
+    except PostmanError as exc:
+        report.reason, report.error = BatchRetryReason.ERROR, exc
+    finally:
+        report.calls = meter.calls
+        report.elapsed = ex.clock() - started
     return report
 
 

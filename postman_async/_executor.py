@@ -24,6 +24,7 @@ from .errors import (
 )
 from .models import MessageStatus, Priority
 from .planner import PageMap
+from .policy import CallMeter
 from .ratelimit import Clock, Limiter, Sleep
 from .reports import MessageState
 from .rules import NOT_WORTH_RETRYING, AttemptCap
@@ -94,6 +95,11 @@ class Executor:
             pacer=pacer,
             statuses_stay_pending=client.environment.statuses_stay_pending,
         )
+
+    def metered(self) -> tuple[Executor, CallMeter]:
+        """A copy whose calls are counted by a new meter (and by the meters already on it)."""
+        meter = CallMeter()
+        return attrs.evolve(self, client=self.client.with_options(meter=meter)), meter
 
     def parked(self, status: MessageStatus | None) -> bool:
         """Pending for good: at the aggregator, in the load-test environment."""

@@ -7,13 +7,12 @@ diagnostic read only for a refused one. Every distinct ID gets exactly one resul
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from typing import Any
 
+import attrs
+
 from ._executor import FATAL_ERRORS, Executor, aiter_any, run_workers
-from ._post_hooks import before_each_post, post_gate, post_hook
-from ._session import count_calls
 from .errors import (
     MessageNotRetryableError,
     NotFoundError,
@@ -59,51 +58,48 @@ async def retry_each(
                     return key, raw
             return None
 
-    with count_calls() as counter:
+    ex, meter = ex.metered()
 
-        async def worker() -> None:
-            while (item := await next_id()) is not None:
-                key, raw = item
-                posted = [False]
-                try:
-                    with _noting_posts(posted):
-                        result = await retry_one(ex, key, raw, known.get(key))
-                except asyncio.CancelledError:
-                    report.record(_cancelled(key, posted=posted[0]))
-                    raise
-                except FATAL_ERRORS as exc:
-                    report.record(MessageResult(key, Outcome.ERROR, str(exc), error=exc))
-                    raise
-                report.record(result)
-                report.calls = counter[0]
-                if on_progress is not None:
-                    on_progress(report)
+    async def worker() -> None:
+        while (item := await next_id()) is not None:
+            key, raw = item
+            posted = [False]
+            try:
+                result = await retry_one(_noting_posts(ex, posted), key, raw, known.get(key))
+            except asyncio.CancelledError:
+                report.record(_cancelled(key, posted=posted[0]))
+                raise
+            except FATAL_ERRORS as exc:
+                report.record(MessageResult(key, Outcome.ERROR, str(exc), error=exc))
+                raise
+            report.record(result)
+            report.calls = meter.calls
+            if on_progress is not None:
+                on_progress(report)
 
-        try:
-            await run_workers(worker, ex.concurrency)
-        except BaseException as exc:
-            exc.report = report  # type: ignore[attr-defined]
-            raise
-        finally:
-            report.calls = counter[0]
-            report.elapsed = ex.clock() - started
+    try:
+        await run_workers(worker, ex.concurrency)
+    except BaseException as exc:
+        exc.report = report  # type: ignore[attr-defined]
+        raise
+    finally:
+        report.calls = meter.calls
+        report.elapsed = ex.clock() - started
     report.finished = stopping is None or not stopping.is_set()
     return report
 
 
-@contextlib.contextmanager
-def _noting_posts(posted: list[bool]) -> Iterator[None]:
-    """Sets ``posted[0]`` once a retry POST is about to be written (after its token, as the
-    session awaits the POST hook), keeping any hook and gate already in force."""
-    outer, gate = post_hook(), post_gate()
+def _noting_posts(ex: Executor, posted: list[bool]) -> Executor:
+    """``ex`` with a POST hook that sets ``posted[0]`` once a retry POST is about to be
+    written (after its token), after any hook already in force."""
+    outer = ex.client.call_options.before_post
 
     async def note() -> None:
         if outer is not None:
             await outer()
         posted[0] = True
 
-    with before_each_post(note, gate):
-        yield
+    return attrs.evolve(ex, client=ex.client.with_options(before_post=note))
 
 
 def _cancelled(key: str, *, posted: bool) -> MessageResult:

@@ -1,46 +1,15 @@
-"""Hooks a retry job puts around each POST attempt (see :mod:`postman_async.jobs.runner`):
-one awaited after the token is granted (the durable intent), and a gate called at the last
-moment before the request's bytes are written, with its connection in hand."""
+"""What the session's aiohttp trace hook sees of a request: the gate a retry job set (see
+``CallOptions.post_gate``) and the limiter's grant, told when the headers are written."""
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import attrs
 
 from .ratelimit import Grant
-
-#: Awaited after a POST's token is granted and before the POST is written (each attempt): a
-#: retry job writes its durable intent here, and raising stops the POST from going out.
-_before_post: contextvars.ContextVar[Callable[[], Awaitable[None]] | None] = contextvars.ContextVar(
-    "postman_async_before_post", default=None
-)
-
-
-#: Called as a POST's headers are about to be written, after its connection was obtained:
-#: raising stops the POST there (a retry job's "only within the window of the intent").
-_post_gate: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
-    "postman_async_post_gate", default=None
-)
-
-
-@contextlib.contextmanager
-def before_each_post(
-    hook: Callable[[], Awaitable[None]], gate: Callable[[], None] | None = None
-) -> Iterator[None]:
-    """Await ``hook`` before every POST attempt made in this context (see ``_before_post``),
-    and call ``gate`` at the last moment before each one is written (see ``_post_gate``;
-    only on sessions this SDK creates, which carry the trace hook)."""
-    token, gate_token = _before_post.set(hook), _post_gate.set(gate)
-    try:
-        yield
-    finally:
-        _post_gate.reset(gate_token)
-        _before_post.reset(token)
 
 
 @attrs.define
@@ -80,13 +49,3 @@ def gate_trace() -> aiohttp.TraceConfig:
     trace = aiohttp.TraceConfig()
     trace.on_request_headers_sent.append(_on_headers_sent)
     return trace
-
-
-def post_hook() -> Callable[[], Awaitable[None]] | None:
-    """The hook in force for this context's POSTs, if any."""
-    return _before_post.get()
-
-
-def post_gate() -> Callable[[], None] | None:
-    """The gate in force for this context's POSTs, if any."""
-    return _post_gate.get()

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, TypeVar
 
 import attrs
 
-from ._session import count_calls
 from .converter import decode
 from .errors import (
     AmbiguousSendError,
@@ -35,6 +34,7 @@ from .errors import (
     ValidationError,
 )
 from .models import Message, Page, Priority
+from .policy import CallMeter
 from .protocol import Request, decode_body, list_messages_request
 from .ratelimit import Sleep
 from .readback import (
@@ -282,11 +282,13 @@ async def _send_once(
     if not isinstance(answer, Lost):
         client._readback.messages.add(answer.id)
         return answer
-    with count_calls() as calls:
-        try:
-            return await _reconcile_send(client, sent, answer, priority, resent=resent)
-        finally:
-            _log_spent(client, "send", calls[0])
+    meter = CallMeter()
+    try:
+        return await _reconcile_send(
+            client.with_options(meter=meter), sent, answer, priority, resent=resent
+        )
+    finally:
+        _log_spent(client, "send", meter.calls)
 
 
 async def _reconcile_send(

@@ -13,12 +13,10 @@ at its decoded size -> decide: done, raise a typed error, or retry after a delay
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -28,7 +26,7 @@ from yarl import URL
 
 from . import telemetry
 from ._body import ACCEPT_ENCODING, BoundedDecoder, UndecodableError
-from ._post_hooks import RequestTrace, gate_trace, post_gate, post_hook
+from ._post_hooks import RequestTrace, gate_trace
 from ._transport import transient, transport_error
 from ._version import __version__
 from .errors import (
@@ -49,6 +47,7 @@ logger = logging.getLogger("postman_async")
 
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 DEFAULT_POLICY = RetryPolicy()
+NO_OPTIONS = CallOptions()
 
 
 @attrs.frozen
@@ -81,20 +80,6 @@ class RetryBudget:
 
 
 _budgets: dict[str, RetryBudget] = {}
-_call_counters: contextvars.ContextVar[tuple[list[int], ...]] = contextvars.ContextVar(
-    "postman_async_call_counters", default=()
-)
-
-
-@contextlib.contextmanager
-def count_calls() -> Iterator[list[int]]:
-    """Count the HTTP attempts made in this context (and tasks started from it): ``[n]``."""
-    counter = [0]
-    token = _call_counters.set((*_call_counters.get(), counter))
-    try:
-        yield counter
-    finally:
-        _call_counters.reset(token)
 
 
 def shared_retry_budget(key: str) -> RetryBudget:
@@ -103,6 +88,18 @@ def shared_retry_budget(key: str) -> RetryBudget:
     if budget is None:
         budget = _budgets[key] = RetryBudget()
     return budget
+
+
+def may_resend(
+    request: Request, error: PostmanError, certainly_dropped: bool, policy: RetryPolicy
+) -> bool:
+    """The re-send rule, in one place. A POST (send, retry) is re-sent only when the server
+    certainly dropped it: a 429, or a connection that failed before the request was written.
+    A GET is also re-sent after a transient failure (5xx, timeout, reset): it changes nothing.
+    A policy that does not retry 429s re-sends nothing after one."""
+    if isinstance(error, TooManyRequestsError) and not policy.retry_on_429:
+        return False
+    return certainly_dropped or (request.is_idempotent and transient(error))
 
 
 class _NotSent(Exception):
@@ -224,8 +221,8 @@ class HttpSession:
         options: CallOptions | None,
         attempts: list[int],
     ) -> RawResponse:
-        policy = options.policy if options and options.policy else self.policy
-        timeout = options.timeout if options else None
+        options = options or NO_OPTIONS
+        policy = options.policy or self.policy
         lane = {"postman.lane": priority.name.lower()}
         attempt = 0
         while True:
@@ -233,8 +230,8 @@ class HttpSession:
             waited = self._clock()
             grant = await self.limiter.acquire(priority)
             try:
-                if not request.is_idempotent and (hook := post_hook()) is not None:
-                    await hook()
+                if not request.is_idempotent and options.before_post is not None:
+                    await options.before_post()
             except BaseException:
                 if grant is not None:
                     grant.unsent()
@@ -242,18 +239,17 @@ class HttpSession:
             started = self._clock()
             telemetry.add("wait", (started - waited) * 1000, **lane)
             self.calls += 1
-            for counter in _call_counters.get():
-                counter[0] += 1
+            for meter in options.meters:
+                meter.calls += 1
             outcome = await self._attempt(
-                request, attempt, (waited, started), decode, (timeout, grant)
+                request, attempt, (waited, started), decode, (options, grant)
             )
             if isinstance(outcome, RawResponse):
                 self.retry_budget.deposit()
                 return outcome
             error, certainly_dropped = outcome
-            retryable = certainly_dropped or (request.is_idempotent and transient(error))
+            retryable = may_resend(request, error, certainly_dropped, policy)
             if isinstance(error, TooManyRequestsError) and not policy.retry_on_429:
-                retryable = False
                 await self.limiter.penalize(
                     min(error.retry_after or 1.0, policy.max_retry_after),
                     retry_after=error.retry_after,
@@ -268,11 +264,11 @@ class HttpSession:
         attempt: int,
         times: tuple[float, float],
         decode: Callable[[bytes], Any] | None,
-        how: tuple[float | None, Grant | None] = (None, None),
+        how: tuple[CallOptions, Grant | None] = (NO_OPTIONS, None),
     ) -> RawResponse | tuple[PostmanError, bool]:
         """One HTTP attempt: the response, or (the error, whether the server certainly
         dropped the request). ``times``: when the token was asked for, and granted; ``how``:
-        this call's timeout, and the limiter's grant to report the request's fate to."""
+        this call's options, and the limiter's grant to report the request's fate to."""
         waited, started = times
         fields = _log_fields(request, attempt, started - waited)
         try:
@@ -374,15 +370,15 @@ class HttpSession:
         return self._clock()
 
     async def _perform(
-        self, request: Request, timeout: float | None = None, grant: Grant | None = None
+        self, request: Request, options: CallOptions = NO_OPTIONS, grant: Grant | None = None
     ) -> tuple[int, CIMultiDictProxy[str], bytes | MalformedResponseError]:
         """Status, headers and the decoded body (or why it would not decode). Tells ``grant``
         when the request is written and whether an answer came (see :class:`Grant`)."""
         trace = RequestTrace(
-            gate=post_gate() if not request.is_idempotent else None, grant=grant
+            gate=options.post_gate if not request.is_idempotent else None, grant=grant
         )
         try:
-            return await self._exchange(request, timeout, trace)
+            return await self._exchange(request, options.timeout, trace)
         finally:
             # Unless told already, no answer came. Without our trace hook (a session passed
             # in) a write cannot be ruled out.

@@ -16,7 +16,6 @@ from ._batches import fill_report, fire
 from ._executor import Executor
 from ._fanout import retry_each
 from ._polling import poll
-from ._session import count_calls
 from .environments import LOAD_TEST_NOTE
 from .models import MessageStatus
 from .planner import (
@@ -28,6 +27,7 @@ from .planner import (
     plan_round,
     still_in_doubt,
 )
+from .policy import CallMeter
 from .reports import (
     BatchRetryReason,
     BatchRetryReport,
@@ -62,7 +62,7 @@ class SettleRun:
     fired_before: dict[str, int] = attrs.field(factory=dict)
     #: each batch's listing pages, so a poll can read only the pages that hold pending ones
     page_maps: dict[str, PageMap] = attrs.field(factory=dict)
-    calls: list[int] = attrs.field(factory=lambda: [0])
+    calls: CallMeter = attrs.field(factory=CallMeter)
 
     def progress(self, phase: Phase, number: int) -> None:
         if self.on_progress is None:
@@ -76,7 +76,7 @@ class SettleRun:
                 settled=sum(1 for s in states if rules.is_final(s.status, s.recipient)),
                 delivered=self.report.delivered,
                 failed=sum(1 for s in states if s.status == MessageStatus.FAILURE),
-                calls=self.calls[0],
+                calls=self.calls.calls,
                 elapsed=self.ex.clock() - self.started,
             )
         )
@@ -84,19 +84,19 @@ class SettleRun:
     async def read(self, number: int, watch: Watch, round_report: RoundReport) -> list[str]:
         """This round's poll; returns the IDs still not final."""
         self.progress(Phase.READING, number)
-        with count_calls() as reads:
-            outcomes = await poll(
-                self.ex,
-                watch.singles,
-                watch.batches,
-                max(0.0, self.deadline - self.ex.clock()),
-                # After a retry nothing can have resolved yet: don't read at once.
-                initial_delay=0.0 if number == 1 else self.ex.poll_interval,
-                batch_pending=watch.batch_pending,
-                batch_sizes=watch.batch_sizes,
-                page_maps=self.page_maps,
-            )
-        round_report.calls_reads = reads[0]
+        ex, reads = self.ex.metered()
+        outcomes = await poll(
+            ex,
+            watch.singles,
+            watch.batches,
+            max(0.0, self.deadline - self.ex.clock()),
+            # After a retry nothing can have resolved yet: don't read at once.
+            initial_delay=0.0 if number == 1 else self.ex.poll_interval,
+            batch_pending=watch.batch_pending,
+            batch_sizes=watch.batch_sizes,
+            page_maps=self.page_maps,
+        )
+        round_report.calls_reads = reads.calls
         self.report.states.update(outcomes.states)
         self.report.not_found.extend(m for m in outcomes.missing if m not in self.report.not_found)
         self.stale.difference_update(outcomes.states)
@@ -115,27 +115,27 @@ class SettleRun:
         held = [p.batch_id for p in plan.held_batches if p.reason is BatchRetryReason.UNRESOLVED]
         if plan.batch_retries:
             self.progress(Phase.RETRYING_BATCHES, number)
-        with count_calls() as calls:
-            for batch in plan.batch_retries:
-                states = [s for s in self.report.states.values() if s.batch_id == batch.batch_id]
-                report = BatchRetryReport(batch.batch_id)
-                fill_report(report, batch, self.ex)
-                await fire(self.ex, batch, states, report)
-                if report.fired or report.reason is BatchRetryReason.OUTCOME_UNKNOWN:
-                    self.stale.update(batch.retried_ids)
-                if report.fired:
-                    fired.append(batch.batch_id)
-                    round_report.batch_retries.append(batch.batch_id)
-                    by_id = self.report.states
-                    self.fired_before.update({i: by_id[i].attempts or 0 for i in batch.retried_ids})
-                    continue
-                detail = f" ({report.detail})" if report.detail else ""
-                round_report.notes.append(
-                    f"batch {batch.batch_id} not retried: {report.reason.value}{detail}"
-                )
-                if report.reason in _TRY_AGAIN:
-                    held.append(batch.batch_id)
-        round_report.calls_batch_retries = calls[0]
+        ex, calls = self.ex.metered()
+        for batch in plan.batch_retries:
+            states = [s for s in self.report.states.values() if s.batch_id == batch.batch_id]
+            report = BatchRetryReport(batch.batch_id)
+            fill_report(report, batch, ex)
+            await fire(ex, batch, states, report)
+            if report.fired or report.reason is BatchRetryReason.OUTCOME_UNKNOWN:
+                self.stale.update(batch.retried_ids)
+            if report.fired:
+                fired.append(batch.batch_id)
+                round_report.batch_retries.append(batch.batch_id)
+                by_id = self.report.states
+                self.fired_before.update({i: by_id[i].attempts or 0 for i in batch.retried_ids})
+                continue
+            detail = f" ({report.detail})" if report.detail else ""
+            round_report.notes.append(
+                f"batch {batch.batch_id} not retried: {report.reason.value}{detail}"
+            )
+            if report.reason in _TRY_AGAIN:
+                held.append(batch.batch_id)
+        round_report.calls_batch_retries = calls.calls
         return fired, held
 
     async def retry_singles(
@@ -148,12 +148,12 @@ class SettleRun:
         self.progress(Phase.RETRYING_MESSAGES, number)
         known = self.report.states
         run = RetryReport()
-        with count_calls() as calls:
-            for probe in plan.probes:
-                await retry_each(self.ex, [probe], run, known=known)
-            rest, refused = still_in_doubt(plan.uncertain, known, self.ex.cap)
-            await retry_each(self.ex, [*plan.single_retries, *rest], run, known=known)
-        round_report.calls_single_retries = calls[0]
+        ex, calls = self.ex.metered()
+        for probe in plan.probes:
+            await retry_each(ex, [probe], run, known=known)
+        rest, refused = still_in_doubt(plan.uncertain, known, ex.cap)
+        await retry_each(ex, [*plan.single_retries, *rest], run, known=known)
+        round_report.calls_single_retries = calls.calls
         round_report.single_retries = run.counts[Outcome.RETRIED]
         round_report.probes = len(plan.probes)
         round_report.exhausted += len(refused) + run.counts[Outcome.EXHAUSTED]
@@ -173,11 +173,11 @@ async def settle(
 ) -> SettleReport:
     started = ex.clock()
     batches = list(dict.fromkeys(batch_ids))
-    run = SettleRun(ex, batches, started + timeout, started, on_progress)
+    ex, total = ex.metered()
+    run = SettleRun(ex, batches, started + timeout, started, on_progress, calls=total)
     report = run.report
     watch = Watch(tuple(batches), tuple(dict.fromkeys(message_ids)), {}, {})
-    with count_calls() as total, telemetry.run_span("postman.settle") as span:
-        run.calls = total
+    with telemetry.run_span("postman.settle") as span:
         for number in range(1, max_rounds + 1):
             round_report = RoundReport(number)
             report.rounds.append(round_report)
@@ -193,7 +193,7 @@ async def settle(
             watch = next_watch(report.states, fired, held, touched, pending, ex.cap)
             if (not watch.batches and not watch.singles) or ex.clock() >= run.deadline:
                 break
-        report.calls = total[0]
+        report.calls = total.calls
         if span is not None:
             span.set_attribute("postman.rounds", len(report.rounds))
             span.set_attribute("postman.messages", len(report.states))

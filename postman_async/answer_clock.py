@@ -17,7 +17,8 @@ the smallest of the last 64 round trips, once 16 were seen with their write time
 because no share of it is safe: the smallest *sum* of two legs seen can exceed the smallest
 legs that later pair up (one call's fast way back, another's fast way in). With a quarter of
 it, one of 40 seeds of the virtual-clock test's lost-answers case let 11 calls into one second
-(uniform 2-42 ms legs); with none, none of 60 seeds of any case did. What it would buy is small: a few ms per second of budget.
+(uniform 2-42 ms legs); with none, none of 60 seeds of any case did. What it would buy is
+small: a few ms per second of budget.
 
 The one assumption: **a request reaches the server within** ``cap`` **of its write** (2 s by
 default). A request that has no answer ``cap`` after its write (a timeout, a lost connection)

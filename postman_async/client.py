@@ -24,7 +24,7 @@ from .converter import decode
 from .errors import PostmanError, ValidationError
 from .listing import MessagePages
 from .models import BatchSendResult, Message, MessageStatus, Page, Priority
-from .policy import CallOptions, RetryPolicy
+from .policy import CallMeter, CallOptions, PostHook, RetryPolicy
 from .protocol import (
     Request,
     decode_body,
@@ -158,11 +158,16 @@ class PostmanClient:
         max_retries: int | None = None,
         retry_policy: RetryPolicy | None = None,
         priority: Priority | None = None,
+        meter: CallMeter | None = None,
+        before_post: PostHook | None = None,
+        post_gate: Callable[[], None] | None = None,
     ) -> PostmanClient:
         """A view of this client with other per-call settings: the same session, limiter,
         retry budget and learned attempt cap, so an OTP can fail fast in the HIGH lane while
         a bulk job on the same client waits longer. ``max_retries`` replaces only that field
-        of the policy. Raises :class:`ValidationError` for a value out of range.
+        of the policy. ``meter`` counts the view's HTTP attempts; ``before_post`` and
+        ``post_gate`` run around each POST (see :class:`CallOptions`). Raises
+        :class:`ValidationError` for a value out of range.
 
         ``otp = client.with_options(timeout=2, max_retries=0, priority=Priority.HIGH)``"""
         if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
@@ -173,11 +178,23 @@ class PostmanClient:
             policy = attrs.evolve(base, max_retries=max_retries)
         view = copy.copy(self)
         view._options = self._options.merged(
-            CallOptions(timeout=timeout, policy=policy, priority=priority)
+            CallOptions(
+                timeout=timeout,
+                policy=policy,
+                priority=priority,
+                meters=(meter,) if meter is not None else (),
+                before_post=before_post,
+                post_gate=post_gate,
+            )
         )
         if priority is not None:
             view.priority = priority
         return view
+
+    @property
+    def call_options(self) -> CallOptions:
+        """The per-call settings of this view (``with_options``)."""
+        return self._options
 
     @property
     def limiter(self) -> Limiter:

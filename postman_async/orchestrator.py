@@ -27,7 +27,6 @@ from ._batches import retry_batch
 from ._executor import FATAL_ERRORS, Executor
 from ._fanout import ProgressCallback, retry_each
 from ._polling import poll
-from ._session import count_calls
 from ._settle import SettleCallback, settle
 from .client import PostmanClient
 from .errors import ValidationError
@@ -200,11 +199,11 @@ class RetryOrchestrator:
         """
         _refuse_single_id("message_ids", message_ids)
         _refuse_single_id("batch_ids", batch_ids)
-        with count_calls() as counter:
-            started = self.executor.clock()
-            report = await poll(self.executor, list(message_ids), list(batch_ids), timeout)
-            report.calls = counter[0]
-            report.elapsed = self.executor.clock() - started
+        ex, meter = self.executor.metered()
+        started = ex.clock()
+        report = await poll(ex, list(message_ids), list(batch_ids), timeout)
+        report.calls = meter.calls
+        report.elapsed = ex.clock() - started
         return report
 
     async def retry_until_settled(

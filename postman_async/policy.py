@@ -9,6 +9,7 @@ request was written); after an ambiguous failure it never is, whatever the polic
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 
 import attrs
 
@@ -49,17 +50,42 @@ class RetryPolicy:
         return float(min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1)))
 
 
+#: Awaited after a POST's token is granted and before the POST is written (each attempt).
+PostHook = Callable[[], Awaitable[None]]
+
+
+@attrs.define(eq=False)  # meters are told apart by identity, not by their counts
+class CallMeter:
+    """Counts the HTTP attempts (each spent a token) made through every view that carries
+    it: ``view = client.with_options(meter=meter)``; views of that view count too."""
+
+    calls: int = 0
+
+
 @attrs.frozen
 class CallOptions:
-    """Per-call overrides held by a ``with_options`` view (``None``: the client's own)."""
+    """Per-call settings held by a ``with_options`` view (``None``: the client's own).
+
+    ``meters``: counted on every attempt. ``before_post``: awaited after each POST attempt's
+    token is granted, before the POST is written; raising stops the POST (a retry job writes
+    its durable intent here). ``post_gate``: called at the last moment before a POST's headers
+    are written, with its connection in hand; raising stops it there (only on sessions the SDK
+    creates, which carry the trace hook)."""
 
     timeout: float | None = None
     policy: RetryPolicy | None = None
     priority: Priority | None = None
+    meters: tuple[CallMeter, ...] = ()
+    before_post: PostHook | None = None
+    post_gate: Callable[[], None] | None = None
 
     def merged(self, other: CallOptions) -> CallOptions:
+        """``other`` over this: its settings win where given; meters add up."""
         return CallOptions(
             timeout=other.timeout if other.timeout is not None else self.timeout,
             policy=other.policy if other.policy is not None else self.policy,
             priority=other.priority if other.priority is not None else self.priority,
+            meters=self.meters + tuple(m for m in other.meters if m not in self.meters),
+            before_post=other.before_post or self.before_post,
+            post_gate=other.post_gate or self.post_gate,
         )

@@ -259,6 +259,22 @@ MUTANTS: list[Mutant] = [
         ("tests/integration/test_limiter_reports.py",),
         "the trace hook does not record the write (a timed-out POST counts as unsent)",
     ),
+    M(
+        "post_resent_after_ambiguity",
+        "postman_async/_session.py",
+        "    return certainly_dropped or (request.is_idempotent and transient(error))",
+        "    return certainly_dropped or transient(error)",
+        ("tests/unit/test_client_http.py",),
+        "the session re-sends a POST after a timeout or a 5xx (a second SMS)",
+    ),
+    M(
+        "meters_merged_by_value",
+        "postman_async/policy.py",
+        "@attrs.define(eq=False)  # meters are told apart by identity, not by their counts",
+        "@attrs.define",
+        ("tests/unit/test_client_http.py", "tests/integration/test_orchestrator.py"),
+        "two meters with equal counts merge into one: a run's calls by purpose undercount",
+    ),
     # -- uncertain outcomes (reports.py) ------------------------------------------------------
     M(
         "uncertain_fed_back",

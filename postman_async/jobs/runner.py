@@ -22,11 +22,10 @@ import attrs
 from .. import telemetry
 from .._executor import FATAL_ERRORS, Executor
 from .._fanout import retry_one
-from .._post_hooks import before_each_post
-from .._session import count_calls
 from ..client import PostmanClient
 from ..errors import NotFoundError, PostmanError
 from ..models import Message, MessageStatus, Priority
+from ..policy import CallMeter
 from ..ratelimit import Clock, Limiter, Sleep
 from ..reports import MessageResult, MessageState, Outcome
 from .reconcile import Intent, decide_after_loss, reconcile
@@ -208,47 +207,57 @@ class _ChunkRun:
     async def _one(
         self, message_id: str, base: str, intent_raw: str | None, cancelled: bool
     ) -> None:
+        """One ID, its calls counted by a meter of its own."""
+        meter = CallMeter()
+        view = self.client.with_options(meter=meter)
+        run = attrs.evolve(self, client=view, ex=attrs.evolve(self.ex, client=view))
+        await run._one_metered(message_id, base, intent_raw, cancelled, meter)
+
+    async def _one_metered(
+        self, message_id: str, base: str, intent_raw: str | None, cancelled: bool, meter: CallMeter
+    ) -> None:
         expected = intent_raw or ""
-        with count_calls() as calls:
-            if intent_raw is not None:
-                verdict = await self._settle(message_id, Intent.parse(intent_raw))
-                if verdict is not None:
-                    await self._record(verdict, expected, calls[0])
-                    return
-            if cancelled:
-                await self._record(_cancelled(message_id), expected, calls[0])
+        if intent_raw is not None:
+            verdict = await self._settle(message_id, Intent.parse(intent_raw))
+            if verdict is not None:
+                await self._record(verdict, expected, meter.calls)
                 return
-            known = _known(message_id, base)
-            if self.settings.read_first_ms is not None:
-                decided = await self._read_first(message_id, known, self.settings.read_first_ms)
-                if isinstance(decided, MessageResult):
-                    await self._record(decided, expected, calls[0])
-                    return
-                known = decided
-            written: list[str] = []
-            intent_started = [0.0]
-
-            async def write_intent() -> None:
-                raw, intent_started[0] = await self._write_intent(message_id, base)
-                written.append(raw)
-
-            def gate() -> None:  # the last moment before the POST's bytes go out
-                if self.hooks.before_post is not None:
-                    self.hooks.before_post(message_id)
-                if not self._within_window(intent_started[0]):
-                    raise _Skip
-
-            try:
-                with before_each_post(write_intent, gate):
-                    result = await retry_one(self.ex, message_id, message_id, known)
-            except _Skip:
+        if cancelled:
+            await self._record(_cancelled(message_id), expected, meter.calls)
+            return
+        known = _known(message_id, base)
+        if self.settings.read_first_ms is not None:
+            decided = await self._read_first(message_id, known, self.settings.read_first_ms)
+            if isinstance(decided, MessageResult):
+                await self._record(decided, expected, meter.calls)
                 return
-            except _Cancelled:
-                result = _cancelled(message_id)
-            transient = result.outcome == Outcome.ERROR and result.worth_another_run
-            if transient and await self._try_later(message_id):
-                raise _TryLater(str(result.detail))
-            await self._record(result, written[-1] if written else expected, calls[0])
+            known = decided
+        written: list[str] = []
+        intent_started = [0.0]
+
+        async def write_intent() -> None:
+            raw, intent_started[0] = await self._write_intent(message_id, base)
+            written.append(raw)
+
+        def gate() -> None:  # the last moment before the POST's bytes go out
+            if self.hooks.before_post is not None:
+                self.hooks.before_post(message_id)
+            if not self._within_window(intent_started[0]):
+                raise _Skip
+
+        posting = self.client.with_options(before_post=write_intent, post_gate=gate)
+        try:
+            result = await retry_one(
+                attrs.evolve(self.ex, client=posting), message_id, message_id, known
+            )
+        except _Skip:
+            return
+        except _Cancelled:
+            result = _cancelled(message_id)
+        transient = result.outcome == Outcome.ERROR and result.worth_another_run
+        if transient and await self._try_later(message_id):
+            raise _TryLater(str(result.detail))
+        await self._record(result, written[-1] if written else expected, meter.calls)
 
     async def _try_later(self, message_id: str) -> bool:
         """A transient error: leave the ID pending (its intent, if any, makes the next visit

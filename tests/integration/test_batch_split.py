@@ -19,7 +19,6 @@ import pytest
 
 import postman_async as pa
 from postman_async import _csv_split
-from postman_async._post_hooks import before_each_post
 from postman_async.testing import Campaign, Faults, PostmanSimulator
 
 from ..checks import check_no_double_send
@@ -54,17 +53,18 @@ def env_client(sim: PostmanSimulator, **options: Any) -> pa.PostmanClient:
 
 
 @contextlib.contextmanager
-def answer_lost_for(sim: PostmanSimulator, *posts: int) -> Iterator[None]:
-    """The answers of the given POSTs (1-based, in the order sent) are lost after the
-    server processed them; the others are answered."""
+def answer_lost_for(
+    client: pa.PostmanClient, sim: PostmanSimulator, *posts: int
+) -> Iterator[pa.PostmanClient]:
+    """A view of ``client`` whose given POSTs (1-based, in the order sent) have their answers
+    lost after the server processed them; the others are answered."""
     count = [0]
 
     async def before() -> None:
         count[0] += 1
         sim.faults = LOST if count[0] in posts else Faults()
 
-    with before_each_post(before):
-        yield
+    yield client.with_options(before_post=before)
     sim.faults = Faults()
 
 
@@ -105,8 +105,8 @@ async def test_a_part_whose_answer_is_lost_is_read_back_not_uploaded_again(
 ) -> None:
     sim = await env_sim(make_sim)
     async with env_client(sim) as client:
-        with answer_lost_for(sim, lost):
-            result = await client.send_batch(rows(25))
+        with answer_lost_for(client, sim, lost) as view:
+            result = await view.send_batch(rows(25))
         calls = client.calls
     confirmed = [p.confirmed_by_readback for p in result.parts]
     assert confirmed == [lost == 1, lost == 2] and result.confirmed_by_readback
@@ -123,8 +123,8 @@ async def test_identical_parts_are_never_taken_for_each_other(make_sim: Any) -> 
     batches with those rows and takes the one this client does not know."""
     sim = await env_sim(make_sim)
     async with env_client(sim) as client:
-        with answer_lost_for(sim, 2):
-            result = await client.send_batch(rows(20) + rows(20))
+        with answer_lost_for(client, sim, 2) as view:
+            result = await view.send_batch(rows(20) + rows(20))
     first, second = result.parts
     assert first.batch_id != second.batch_id and second.confirmed_by_readback
     assert set(sim.batches) == {first.batch_id, second.batch_id}
@@ -158,8 +158,8 @@ async def test_a_part_not_found_after_a_lost_answer_stops_the_upload(make_sim: A
         )
 
     async with env_client(sim) as client:
-        with before_each_post(before), pytest.raises(pa.PartialUploadError) as info:
-            await client.send_batch(rows(45))
+        with pytest.raises(pa.PartialUploadError) as info:
+            await client.with_options(before_post=before).send_batch(rows(45))
     error = info.value
     assert isinstance(error.error, pa.NotSentError) and error.part == 2 and error.parts == 3
     assert [p.rows for p in error.sent] == [20] and len(sim.batches) == 1

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 import postman_async as pa
-from postman_async._post_hooks import before_each_post
 from postman_async.testing import Faults, PostmanSimulator
 
 from ..checks import check_no_double_retry
@@ -64,8 +63,8 @@ async def test_a_cap_learned_earlier_in_the_run_decides_a_later_lost_answer(
         sim.faults = LOST["reset after processing"][0] if count[0] == 2 else Faults()
 
     async with client_for(sim) as client:
-        with before_each_post(before):
-            report = await pa.RetryOrchestrator(client, concurrency=1).retry_messages(ids)
+        hooked = client.with_options(before_post=before)
+        report = await pa.RetryOrchestrator(hooked, concurrency=1).retry_messages(ids)
         assert client.attempt_cap.describe() == "the server's cap is 3 attempts"
     first, second = (report[i] for i in ids)
     assert first.outcome is second.outcome is pa.Outcome.EXHAUSTED

@@ -22,7 +22,6 @@ import pytest
 
 import postman_async as pa
 from postman_async import _batch_upload, _fanout, _send_readback, readback
-from postman_async._post_hooks import before_each_post
 from postman_async.reports import MessageResult, Outcome
 from postman_async.testing import Faults, PostmanSimulator
 
@@ -213,8 +212,7 @@ async def split_with_a_lost_part(make_sim: Any) -> Run:
 
     options = {"api_key": "key_test_abc", "campaign_id": TEST_CAMPAIGN.id, **sim_time(run.sim)}
     async with client_for(run.sim, environment="test", **options) as client:
-        with before_each_post(before):
-            await client.send_batch(rows)
+        await client.with_options(before_post=before).send_batch(rows)
     return run
 
 

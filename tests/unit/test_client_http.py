@@ -565,3 +565,39 @@ async def test_lost_retry_answer_left_failure_is_retried_confirmed_by_read_back(
     assert result.outcome is pa.Outcome.RETRIED
     assert result.detail == "status enqueued (answer lost; confirmed by read-back)"
     assert len(_sent(http, "POST", f"{MSG}/message_1/retry")) == 1  # never re-POSTed
+
+
+async def test_meters_count_a_views_calls_and_nest_by_identity() -> None:
+    from postman_async.policy import CallMeter, CallOptions
+
+    outer, inner = CallMeter(), CallMeter()
+    merged = CallOptions(meters=(outer,)).merged(CallOptions(meters=(inner, outer)))
+    assert merged.meters == (outer, inner)  # both, once each, though their counts are equal
+    assert outer is not inner and outer != inner
+
+
+@pytest.mark.parametrize(
+    ("method", "error", "dropped", "retry_429", "expected"),
+    [
+        ("POST", pa.TooManyRequestsError(429), True, True, True),  # certainly dropped
+        ("POST", pa.PostmanConnectionError("refused"), True, True, True),  # never written
+        ("POST", pa.PostmanTimeoutError("timeout"), False, True, False),  # maybe applied
+        ("POST", pa.PostmanConnectionError("reset"), False, True, False),
+        ("POST", pa.ServerError(503), False, True, False),
+        ("POST", pa.MalformedResponseError("bad 201"), False, True, False),
+        ("GET", pa.PostmanTimeoutError("timeout"), False, True, True),  # changes nothing
+        ("GET", pa.ServerError(503), False, True, True),
+        ("GET", pa.NotFoundError(404), False, True, False),
+        ("GET", pa.TooManyRequestsError(429), True, False, False),  # the policy says no
+        ("POST", pa.TooManyRequestsError(429), True, False, False),
+    ],
+)
+def test_the_resend_rule(
+    method: str, error: pa.PostmanError, dropped: bool, retry_429: bool, expected: bool
+) -> None:
+    from postman_async._session import may_resend
+    from postman_async.protocol import Request
+
+    request = Request(method, "/campaigns/c/messages")
+    policy = pa.RetryPolicy(retry_on_429=retry_429)
+    assert may_resend(request, error, dropped, policy) is expected

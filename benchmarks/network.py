@@ -186,6 +186,37 @@ def _row(r: dict[str, Any]) -> str:
     )
 
 
+def _plot(rows: list[dict[str, Any]]) -> None:
+    """``network.png``: achieved rate per case and limiter (needs the ``bench`` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # figures only
+        return
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    names = list(dict.fromkeys(r["limiter"] for r in rows))
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    width = 0.8 / len(names)
+    for index, name in enumerate(names):
+        by_case = {r["case"]: r for r in rows if r["limiter"] == name}
+        xs = [c + index * width for c, case in enumerate(cases) if case in by_case]
+        ys = [by_case[case]["achieved_rate"] for case in cases if case in by_case]
+        bars = ax.bar(xs, ys, width, label=name)
+        for bar, case in zip(bars, [c for c in cases if c in by_case], strict=True):
+            if by_case[case]["throttled"]:
+                bar.set_hatch("//")
+    ax.set_xticks([c + 0.4 - width / 2 for c in range(len(cases))])
+    ax.set_xticklabels([c.replace(", ", "\n").replace(" + ", "\n+ ") for c in cases], fontsize=8)
+    ax.set_ylim(6, 10.1)
+    ax.set_ylabel("achieved calls/s (budget 10)")
+    ax.set_title("Against a strict server, jitter on both legs (hatched: met 429s)")
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(HERE / "network.png", dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=1000)
@@ -204,6 +235,8 @@ def main() -> None:
         jobs = [(name, "uniform 20 ms") for name in ("answer clock", "self-tuning margin")]
         out["starve"] = _run_batch(jobs, args.calls, 1, starve=True)
     (HERE / "network.json").write_text(json.dumps(out, indent=1))
+    if "local" in out:
+        _plot(out["local"])
     missed = [
         r
         for r in out.get("local", [])

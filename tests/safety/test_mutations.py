@@ -4,7 +4,8 @@ client and FAILS against a deliberately broken one. A check never seen failing p
 - no double send: a session that re-sends a POST after a timeout (check_no_double_send);
 - no double retry: an orchestrator whose de-duplication is off (check_no_double_retry);
 - no batch flipped: a settle loop that ignores ``created`` (check_no_batch_flipped);
-- at most ``rate`` calls in any second, no 429: a limiter with a burst (check_budget).
+- at most ``rate`` calls in any second, no 429: the real limiter with its wait left out
+  (check_budget).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from aiolimiter import AsyncLimiter
 
 import postman_async as pa
 from postman_async import protocol, reports, rules
@@ -53,18 +53,15 @@ def ignore_created(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rules, "is_unresolved", lambda status: False)
 
 
-class BurstLimiter:
-    """aiolimiter's default shape: a bucket of ``rate`` that bursts, then ``rate`` a second."""
+def limiter_never_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real limiter with its wait left out: it counts each grant on its answer clock and
+    returns at once (an ``await`` of the schedule lost in a refactor)."""
 
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self._limiter = AsyncLimiter(rate, 1.0)
+    async def acquire(self: pa.RateLimiter, priority: pa.Priority = pa.Priority.HIGH) -> Any:
+        assert self.answers is not None
+        return self.answers.grant()
 
-    async def acquire(self, priority: pa.Priority = pa.Priority.HIGH) -> None:
-        await self._limiter.acquire()
-
-    async def penalize(self, delay: float) -> None:
-        await asyncio.sleep(delay)
+    monkeypatch.setattr(pa.RateLimiter, "acquire", acquire)
 
 
 # -- scenarios: each runs a client against a simulator and returns it for the check ----------
@@ -122,9 +119,9 @@ CASES = [
     (
         "budget never exceeded",
         full_drive,
-        None,
+        limiter_never_waits,
         lambda sim: check_budget(sim, 50),
-        {"limiter": BurstLimiter(50.0)},
+        {},
     ),
 ]
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import inspect
 import itertools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from postman_async import PostmanClient, RetryOrchestrator
@@ -88,3 +90,40 @@ def assert_no_leftover_tasks() -> None:
         if t is not current and "RequestHandler" not in getattr(t.get_coro(), "__qualname__", "")
     ]
     assert leftovers == []
+
+
+# -- waiting for an observable condition (another process or task moves it) ---------------
+
+#: How long a wait may take before the test fails as hung: a guard, never a timing assertion.
+HANG_GUARD = 60.0
+
+
+async def wait_for_condition(
+    check: Callable[[], bool | Awaitable[bool]],
+    what: str,
+    *,
+    timeout: float = HANG_GUARD,
+    interval: float = 0.02,
+) -> None:
+    """Poll ``check`` (sync or async) until it is true; fail naming ``what`` after
+    ``timeout`` seconds. The condition is the synchronisation; ``interval`` only spaces the
+    polls of something another process changes."""
+
+    async def poll() -> None:
+        while True:
+            result = check()
+            if await result if inspect.isawaitable(result) else result:
+                return
+            await asyncio.sleep(interval)  # spaces the polls; the condition decides
+
+    try:
+        await asyncio.wait_for(poll(), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
+
+
+def wait_until(
+    check: Callable[[], bool], what: str, *, timeout: float = HANG_GUARD, interval: float = 0.02
+) -> None:
+    """:func:`wait_for_condition` for synchronous tests (a child process moves ``check``)."""
+    asyncio.run(wait_for_condition(check, what, timeout=timeout, interval=interval))

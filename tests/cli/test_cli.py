@@ -13,6 +13,8 @@ import pytest
 from postman_async import cli
 from postman_async.testing import SimulatorProcess
 
+from ..helpers import wait_until
+
 
 @pytest.fixture(scope="module")
 def ids_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -200,12 +202,10 @@ def test_ctrl_c_saves_what_is_left_and_resume_posts_nothing_twice(tmp_path: Path
     IDs not started go to the resume file; the resumed run retries exactly those."""
     import os
     import signal
-    import time
-    import urllib.request
 
     ids_file, resume = tmp_path / "ids.txt", tmp_path / "left.txt"
     with SimulatorProcess(
-        "--rate-limit", "20", "--failed-messages", "100", "--ids-out", str(ids_file)
+        "--rate-limit", "50", "--failed-messages", "100", "--ids-out", str(ids_file)
     ) as slow:
         env = {
             **os.environ,
@@ -213,7 +213,7 @@ def test_ctrl_c_saves_what_is_left_and_resume_posts_nothing_twice(tmp_path: Path
             "POSTMAN_CAMPAIGN_ID": slow.campaign_id,
             "POSTMAN_BASE_URL": slow.base_url,
         }
-        argv = [sys.executable, "-m", "postman_async", "retry", "--rate-limit", "20", "--json"]
+        argv = [sys.executable, "-m", "postman_async", "retry", "--rate-limit", "50", "--json"]
         argv += ["--resume", str(resume), "--report", str(tmp_path / "partial.json")]
         proc = subprocess.Popen(
             [*argv, "--ids-file", str(ids_file)],
@@ -225,19 +225,22 @@ def test_ctrl_c_saves_what_is_left_and_resume_posts_nothing_twice(tmp_path: Path
             # the child would inherit that.
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
-        deadline = time.monotonic() + 30  # a bound, not a synchronisation: it ends on the event
-        while slow.stats()["retryPosts"] < 5 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: slow.stats()["retryPosts"] >= 5, "the run's first five retry POSTs")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == cli.EXIT_INTERRUPTED, err
         assert "Traceback" not in err and f"--resume {resume}" in err
+        first_run = slow.stats(posts=True)["posts"]["retries"]  # the calls in flight finished
         printed = json.loads(out)["summary"]  # partial JSON on stdout
-        partial = json.loads((tmp_path / "partial.json").read_text())["summary"]
-        assert printed["interrupted"] and partial["interrupted"]
-        done = partial["messages"]
-        left = resume.read_text().split()
-        assert 0 < done < 100 and len(left) == 100 - done
+        partial = json.loads((tmp_path / "partial.json").read_text())
+        assert printed["interrupted"] and partial["summary"]["interrupted"]
+        # Exactly the IDs the server saw a POST for have a result (each retried); every
+        # other ID, and only those, is in the resume file.
+        done = {r["messageId"]: r["outcome"] for r in partial["results"]}
+        assert done == dict.fromkeys(first_run, "retried")
+        assert 5 <= len(done) < 100 and partial["summary"]["messages"] == len(done)
+        all_ids = ids_file.read_text().split()
+        assert sorted(resume.read_text().split()) == sorted(set(all_ids) - set(done))
         again = subprocess.run(
             [*argv, "--ids-file", str(ids_file)],
             env=env,
@@ -246,10 +249,8 @@ def test_ctrl_c_saves_what_is_left_and_resume_posts_nothing_twice(tmp_path: Path
             timeout=60,
         )  # --resume wins over the IDs given: it continues from the file
         assert again.returncode == 0, again.stderr
-        assert json.loads(again.stdout)["summary"]["counts"]["retried"] == 100 - done
+        assert json.loads(again.stdout)["summary"]["counts"]["retried"] == 100 - len(done)
         assert not resume.exists()
-        url = slow.base_url.replace("/api/v2", "/__simulator__/stats")
-        with urllib.request.urlopen(f"{url}?campaign={slow.campaign_id}&posts=1") as answer:
-            posts = json.loads(answer.read())["posts"]["retries"]
-    assert sorted(posts) == sorted(ids_file.read_text().split())
+        posts = slow.stats(posts=True)["posts"]["retries"]
+    assert sorted(posts) == sorted(all_ids)
     assert set(posts.values()) == {1}  # no ID POSTed twice across the two runs

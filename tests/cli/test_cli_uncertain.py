@@ -11,7 +11,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 from postman_async import cli
 from postman_async.testing import SimulatorProcess
 
+from ..helpers import wait_until
 from .test_cli import run
 
 FEED_BACK = "not retried (feed these back with --ids-file)"
@@ -45,6 +45,18 @@ def posts(sim: SimulatorProcess) -> dict[str, int]:
     with urllib.request.urlopen(f"{url}?campaign={sim.campaign_id}&posts=1") as answer:
         retries: dict[str, int] = json.loads(answer.read())["posts"]["retries"]
     return retries
+
+
+#: The retry POSTs that reached the simulator (processed or not), in its per-route counts.
+RETRY_ROUTE = "POST /api/v2/campaigns/{campaign_id}/messages/{message_id}/retry"
+#: What the CLI prints when it handled the first Ctrl-C.
+STOPPING = "stopping: finishing the calls in flight"
+
+
+def all_processed(sim: SimulatorProcess) -> bool:
+    """Every retry POST that reached the simulator has been processed."""
+    stats = sim.stats(posts=True)
+    return stats["byRoute"].get(RETRY_ROUTE, 0) == sum(stats["posts"]["retries"].values())
 
 
 def private(path: Path) -> bool:
@@ -84,7 +96,7 @@ def test_an_aborted_run_keeps_posted_ids_out_of_the_resume_file(tmp_path: Path) 
     POST. Only the latter, and the IDs never taken, go to the resume file."""
     ids_file, resume, report = tmp_path / "ids.txt", tmp_path / "left.txt", tmp_path / "r.json"
     with SimulatorProcess(
-        "--rate-limit", "1000", "--latency", "3", "--failed-messages", "20",
+        "--rate-limit", "1000", "--latency", "2", "--failed-messages", "20",
         "--ids-out", str(ids_file),
     ) as sim:  # fmt: skip
         env = {
@@ -96,24 +108,27 @@ def test_an_aborted_run_keeps_posted_ids_out_of_the_resume_file(tmp_path: Path) 
         argv = [sys.executable, "-m", "postman_async", "retry", "--rate-limit", "4"]
         argv += ["--concurrency", "6", "--ids-file", str(ids_file)]
         argv += ["--resume", str(resume), "--report", str(report)]
-        proc = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
-        deadline = time.monotonic() + 30
-        while sum(posts(sim).values()) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        err_file = tmp_path / "stderr.txt"
+        with open(err_file, "w") as stderr:  # the child keeps its own copy
+            proc = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            )
+        wait_until(lambda: sum(posts(sim).values()) >= 2, "two retry POSTs processed")
         proc.send_signal(signal.SIGINT)  # stop taking IDs ...
-        time.sleep(0.05)
+        wait_until(lambda: STOPPING in err_file.read_text(), "the first Ctrl-C to be handled")
         proc.send_signal(signal.SIGINT)  # ... and abort the calls in flight
-        out, err = proc.communicate(timeout=30)
+        out, _ = proc.communicate(timeout=30)
+        err = err_file.read_text()
         assert proc.returncode == cli.EXIT_INTERRUPTED, err
-        time.sleep(0.2)  # a POST written just before the abort lands by now
+        # A POST written just before the abort: the server has it once it arrived and was
+        # processed (two reads in a row: it reached the server before the first).
+        wait_until(lambda: all_processed(sim) and all_processed(sim), "every POST processed")
         posted = {i for i, n in posts(sim).items() if n}
     ids = ids_file.read_text().split()
     left = resume.read_text().split()
@@ -159,9 +174,7 @@ def test_a_bad_line_mid_stream_lets_the_calls_in_flight_finish(tmp_path: Path) -
         assert proc.stdin is not None
         proc.stdin.write(f"{message_id}\n".encode())
         proc.stdin.flush()
-        deadline = time.monotonic() + 30
-        while not posts(sim) and time.monotonic() < deadline:
-            time.sleep(0.02)  # processed; its answer takes a second
+        wait_until(lambda: bool(posts(sim)), "the POST processed")  # its answer takes 1 s
         _, err = proc.communicate(b"\xff\xfe\n", timeout=30)
     assert proc.returncode == cli.EXIT_INPUT, err
     assert b"stdin: line 2 is not UTF-8 text" in err and b"Traceback" not in err

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import pytest
 from postman_async import PostmanClient, PostmanConnectionError, cli
 from postman_async.testing import SimulatorProcess
 from postman_async.testing.process import free_port
+
+from ..helpers import wait_until
 
 ROOT = Path(__file__).parents[2]
 README = (ROOT / "README.md").read_text()
@@ -182,7 +183,7 @@ def test_a_retry_where_nothing_could_be_retried_is_bad_input(
 def test_interrupted(tmp_path: Path) -> None:
     ids = tmp_path / "ids.txt"
     with SimulatorProcess(
-        "--rate-limit", "5", "--failed-messages", "40", "--ids-out", str(ids)
+        "--rate-limit", "20", "--failed-messages", "40", "--ids-out", str(ids)
     ) as sim:
         env = {
             **os.environ,
@@ -192,7 +193,7 @@ def test_interrupted(tmp_path: Path) -> None:
             "XDG_CACHE_HOME": str(tmp_path / "cache"),
         }
         proc = subprocess.Popen(
-            [*CLI, "retry", "--ids-file", str(ids), "--rate-limit", "5"],
+            [*CLI, "retry", "--ids-file", str(ids), "--rate-limit", "20"],
             env=env,
             cwd=tmp_path,
             stdout=subprocess.PIPE,
@@ -200,9 +201,7 @@ def test_interrupted(tmp_path: Path) -> None:
             text=True,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
-        deadline = time.monotonic() + 30  # a bound: the loop ends on the first POST seen
-        while sim.stats()["retryPosts"] < 1 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: sim.stats()["retryPosts"] >= 1, "the first retry POST")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == cli.EXIT_INTERRUPTED == 130, err

@@ -3,6 +3,8 @@ delivers every message the server allows, and learning the cap costs a few refus
 
 from __future__ import annotations
 
+import itertools
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -30,9 +32,10 @@ async def test_settle_delivers_every_message_the_server_allows(make_sim, cap: in
     sim = await make_sim(max_attempts=cap)
     batch = sim.create_batch(["6591234567"] * 20, outcomes=[LATE] * 10 + [[OK]] * 10)
     singles = [sim.create_message(outcomes=LATE).id for _ in range(5)]
+    rounds = RoundLedger(sim)
     async with client_for(sim) as client:
         settle = await settled_orchestrator(client, sim).retry_until_settled(
-            singles, batch_ids=[batch.id], timeout=3600
+            singles, batch_ids=[batch.id], timeout=3600, on_progress=rounds
         )
     late = {*batch.message_ids[:10], *singles}
     if cap == 4:
@@ -48,14 +51,40 @@ async def test_settle_delivers_every_message_the_server_allows(make_sim, cap: in
     else:  # one refused batch retry taught it, before any single retry at 3 was sent
         assert settle.attempt_cap == "the server's cap is 3 attempts"
         assert refused_posts(sim) == 1
-    check_no_double_retry_per_round(sim, settle)
+    rounds.check(settle)
+    # The batch's messages are retried by the batch's POSTs only; each single got one
+    # accepted POST per attempt it gained (from 1 to the cap), and none refused.
+    assert all(sim.posts.retries[i] == 0 for i in batch.message_ids)
+    assert {sim.posts.retries[i] for i in singles} == {cap - 1}
+    assert {sim.posts.accepted_retries[i] for i in singles} == {cap - 1}
     check_no_batch_flipped(sim)
 
 
-def check_no_double_retry_per_round(sim: Any, settle: pa.SettleReport) -> None:
-    """Over a settle, each message gets at most one retry POST per round."""
-    rounds = len(settle.rounds)
-    assert max(sim.posts.retries.values(), default=0) <= rounds
+class RoundLedger:
+    """The simulator's retry POSTs per message, round by round of a settle (an
+    ``on_progress`` callback: the simulator runs in the test's event loop, so its ledger at
+    each round's first phase is exact).
+
+    Over a settle a message may be retried once per round (each retry gains it an attempt,
+    up to the cap); within one round, never twice. No message gets a retry POST after it
+    was delivered or once the cap was known to be reached."""
+
+    def __init__(self, sim: Any) -> None:
+        self.sim = sim
+        self.round = 0
+        self.at_start: list[Counter[str]] = []
+
+    def __call__(self, progress: pa.SettleProgress) -> None:
+        if progress.round != self.round:
+            self.round = progress.round
+            self.at_start.append(Counter(self.sim.posts.retries))
+
+    def check(self, settle: pa.SettleReport) -> None:
+        assert len(self.at_start) == len(settle.rounds) > 0
+        marks = [*self.at_start, Counter(self.sim.posts.retries)]
+        for number, (before, after) in enumerate(itertools.pairwise(marks), start=1):
+            doubles = {m: n for m, n in (after - before).items() if n > 1}
+            assert not doubles, f"round {number}: more than one retry POST for {doubles}"
 
 
 @pytest.mark.parametrize("cap", [3, 4])
@@ -86,10 +115,18 @@ async def test_retry_batch_and_retry_messages_learn_the_cap(make_sim, cap: int) 
 async def test_single_retries_probe_the_cap_once(make_sim, cap: int) -> None:
     sim = await make_sim(max_attempts=cap)
     singles = [sim.create_message(outcomes=LATE).id for _ in range(8)]
+    rounds = RoundLedger(sim)
     async with client_for(sim) as client:
-        settle = await settled_orchestrator(client, sim).retry_until_settled(singles, timeout=3600)
+        settle = await settled_orchestrator(client, sim).retry_until_settled(
+            singles, timeout=3600, on_progress=rounds
+        )
     assert settle.delivered == (8 if cap == 4 else 0)
     # One probe at 3 attempts goes first, alone; its answer decides for the other seven.
     assert refused_posts(sim) == (0 if cap == 4 else 1)
     assert sum(r.probes for r in settle.rounds) == 1
-    check_no_double_retry_per_round(sim, settle)
+    rounds.check(settle)
+    # Each message: one accepted POST per attempt it gained (1 to 3, and to 4 if allowed);
+    # at cap 3 the probe alone was refused, the other seven were not POSTed at 3.
+    assert {sim.posts.accepted_retries[i] for i in singles} == {min(cap, 4) - 1}
+    refused = {i: sim.posts.retries[i] - sim.posts.accepted_retries[i] for i in singles}
+    assert sorted(refused.values()) == [0] * 7 + [0 if cap == 4 else 1]

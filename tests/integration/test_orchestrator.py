@@ -16,6 +16,7 @@ from ..helpers import (
     client_for,
     fast_orchestrator,
     settled_orchestrator,
+    wait_for_condition,
 )
 
 FAIL = (pa.MessageStatus.FAILURE, "delivery_error", "recipient_unavailable")
@@ -112,22 +113,41 @@ async def test_cancellation_leaves_nothing_behind(make_sim) -> None:
     async with client_for(sim) as client:
         orchestrator = fast_orchestrator(client, concurrency=8)
         run = asyncio.ensure_future(orchestrator.retry_messages(ids))
-        await asyncio.sleep(0.5)
+        await wait_for_condition(lambda: len(retried(sim)) >= 10, "ten retries processed")
         tasks_before = len(asyncio.all_tasks())
         run.cancel()
         with pytest.raises(asyncio.CancelledError):
             await run
         await asyncio.sleep(0)
         assert len(asyncio.all_tasks()) < tasks_before
+        # A POST written before the cancel may still be in the server's hands: wait for it.
+        await wait_for_condition(
+            lambda: all(r.status for r in sim.request_log), "every request answered"
+        )
     report = orchestrator.report
-    assert report is not None and not report.finished and 0 < len(report) < 200
-    assert report.pending == []
-    for result in report:
-        if result.outcome is pa.Outcome.RETRIED:
-            assert sim.posts.retries[result.message_id] == 1
-    untouched = [i for i in ids if i not in report]
+    assert report is not None and not report.finished and report.pending == []
+    posted = retried(sim)
+    assert set(sim.posts.retries.values()) == {1}  # one POST for each of them, never two
+    # Every ID the server saw a POST for is in the report: retried, or cancelled in flight
+    # (uncertain); the others in it were cancelled before their POST. At most the 8 workers'
+    # IDs were in hand beyond what the server had processed at the cancel.
+    outcomes = {r.message_id: r for r in report}
+    assert posted <= set(outcomes) and 10 <= len(outcomes) <= len(posted) + 8
+    assert set(report.ids(pa.Outcome.RETRIED)) <= posted
+    assert all(
+        r.outcome is pa.Outcome.CANCELLED and (r.uncertain or r.message_id not in posted)
+        for r in report
+        if r.outcome is not pa.Outcome.RETRIED
+    )
+    untouched = [i for i in ids if i not in outcomes]
+    assert len(untouched) >= 200 - len(posted) - 8
     assert all(sim.posts.retries[i] == 0 for i in untouched)
     assert_no_leftover_tasks()
+
+
+def retried(sim: PostmanSimulator) -> set[str]:
+    """The IDs the server processed a retry POST for."""
+    return {i for i, n in sim.posts.retries.items() if n}
 
 
 async def _resolved_batch(
@@ -266,14 +286,20 @@ async def test_urgent_send_not_starved_by_bulk_run(make_sim) -> None:
     async with client_for(sim) as client:
         run = asyncio.ensure_future(fast_orchestrator(client, concurrency=16).retry_messages(ids))
         ahead = []
-        await asyncio.sleep(0.5)
+        # The bulk run under way: 16 workers queued behind the limiter from now on.
+        await wait_for_condition(lambda: len(sim.request_log) >= 16, "16 bulk calls arrived")
         for _ in range(5):
             arrived_before = len(sim.request_log)
             await client.send_message("6591234567", "english", {"body": "OTP 123456"})
             log = sim.request_log[arrived_before:]
             sends = [i for i, r in enumerate(log) if r.route.endswith("/messages")]
             ahead.append(sends[0])  # bulk calls the server saw before the urgent send
-            await asyncio.sleep(0.3)
+            # Some bulk calls between urgent sends, with the bulk queue still full.
+            seen = len(sim.request_log)
+            await wait_for_condition(
+                lambda seen=seen: len(sim.request_log) >= seen + 5, "five more bulk calls"
+            )
+        assert not run.done()  # each urgent send met a live bulk queue
         report = await run
     assert report.counts[pa.Outcome.RETRIED] == 80
     # Counted in arrivals, not wall time: behind 16 queued bulk calls it would be ~16.

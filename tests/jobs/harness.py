@@ -6,21 +6,30 @@ every POST it processed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from typing import Any
 
 import aiohttp
+import redis.asyncio as aioredis
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from postman_async.jobs import JobSettings, JobStore
 
+from ..helpers import HANG_GUARD, wait_for_condition
+from ..redis_server import RedisServer
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-#: Short enough that a crashed holder's chunk is taken over within seconds.
-FAST = {"lease_ttl": 2.0, "window": 0.5, "http_timeout": 2.0}
+#: Short enough that a crashed holder's chunk is taken over within seconds: its lease lapses
+#: after 1 s, and the supervisors re-kick a stalled chunk at most every 2 lease TTLs. The HTTP
+#: timeout stays well above a loaded machine's answer times: a POST cut off by it and then
+#: processed late by the server would be read too early.
+FAST = {"lease_ttl": 1.0, "window": 0.5, "http_timeout": 2.0}
 
 
 class Workers:
@@ -47,11 +56,18 @@ class Workers:
         concurrency: int = 8,
         mutation: str | None = None,
         log: str | None = None,
+        transient_pause: float | None = None,
     ) -> subprocess.Popen[bytes]:
         """A worker process; ``mutation``: a deliberately broken one (tests/jobs/mutants.py);
-        ``log``: a file for its stderr."""
+        ``log``: a file for its stderr; ``transient_pause``: its pause after a transient
+        error, shortened (tests/jobs/tuned_worker.py)."""
         env = dict(self.env, POSTMAN_ASYNC_FAILPOINTS=failpoints)
-        module = ["tests.jobs.mutants", mutation] if mutation else ["postman_async.jobs.worker"]
+        module = ["postman_async.jobs.worker"]
+        if mutation:
+            assert transient_pause is None
+            module = ["tests.jobs.mutants", mutation]
+        elif transient_pause is not None:
+            module = ["tests.jobs.tuned_worker", str(transient_pause)]
         args = ["--concurrency", str(concurrency), "--supervise-every", "0.5"]
         with open(log or os.devnull, "ab") as stderr:  # the child keeps its own copy
             proc = subprocess.Popen(
@@ -105,15 +121,32 @@ class Sim:
             return data
 
 
-async def wait_finished(store: JobStore, timeout: float = 60.0) -> None:
-    import asyncio
+async def wait_finished(store: JobStore, timeout: float = HANG_GUARD) -> None:
+    async def finished() -> bool:
+        return (await store.progress()).finished
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (await store.progress()).finished:
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"job not finished in {timeout}s: {(await store.progress()).to_dict()}")
+    try:
+        await wait_for_condition(finished, "the job to finish", timeout=timeout, interval=0.05)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {(await store.progress()).to_dict()}") from None
+
+
+async def serving(redis: aioredis.Redis) -> bool:
+    """Redis answers commands (after a restart it refuses them while it loads its AOF)."""
+    try:
+        return bool(await redis.ping())
+    except (BusyLoadingError, RedisConnectionError):
+        return False
+
+
+async def restart_redis(
+    server: RedisServer, redis: aioredis.Redis, *, lose_data: bool = False
+) -> None:
+    """Restart the job Redis (``lose_data``: as a restart without AOF would) and wait until it
+    serves again: the port answers before the AOF is loaded."""
+    await asyncio.to_thread(server.restart, lose_data=lose_data)
+    await redis.connection_pool.disconnect()
+    await wait_for_condition(lambda: serving(redis), "Redis to serve after its restart")
 
 
 async def results_by_id(store: JobStore) -> dict[str, dict[str, Any]]:

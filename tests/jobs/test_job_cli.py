@@ -10,8 +10,10 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from postman_async.jobs import JobStore
+
 from ..redis_server import RedisServer
-from .harness import Sim, Workers, assert_against_ground_truth
+from .harness import Sim, Workers, assert_against_ground_truth, wait_finished
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -49,11 +51,9 @@ async def test_submit_status_report_and_errors(
     )
     assert submitted.returncode == 0, submitted.stderr
     assert json.loads(submitted.stdout)["distinct"] == len(simulator.ids) + 1
-    for _ in range(100):
-        status = await asyncio.to_thread(cli, "job", "status", "cli-1", "--json", *where)
-        if json.loads(status.stdout)["state"] == "finished":
-            break
-        await asyncio.sleep(0.2)
+    await wait_finished(JobStore(redis, "cli-1"))
+    status = await asyncio.to_thread(cli, "job", "status", "cli-1", "--json", *where)
+    assert status.returncode == 0 and json.loads(status.stdout)["state"] == "finished"
     human = await asyncio.to_thread(cli, "job", "status", "cli-1", *where)
     assert "finished" in human.stdout and f"{len(simulator.ids) + 1} of" in human.stdout
     out = tmp_path / "results.ndjson"

@@ -16,10 +16,20 @@ import redis.asyncio as aioredis
 
 from postman_async.jobs import LOST_MESSAGE, JobStore
 
+from ..helpers import wait_for_condition
 from ..redis_server import RedisServer
-from .harness import Sim, Workers, assert_against_ground_truth, results_by_id, wait_finished
+from .harness import (
+    Sim,
+    Workers,
+    assert_against_ground_truth,
+    restart_redis,
+    results_by_id,
+    wait_finished,
+)
 
 EXIT_LOST = 9
+#: The jobs' HTTP timeout (the simulator answers at once).
+HTTP_TIMEOUT = 2.0
 
 
 def cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -27,27 +37,23 @@ def cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 
-async def until(predicate: object, what: str, tries: int = 60) -> None:
-    for _ in range(tries):
-        if await predicate():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def evict_until_gone(redis: aioredis.Redis, key: str) -> None:
     """Fill a small Redis with junk under ``allkeys-random`` until ``key`` was evicted."""
     used = int((await redis.info("memory"))["used_memory"])
     await redis.config_set("maxmemory-policy", "allkeys-random")
     await redis.config_set("maxmemory", str(used + 256 * 1024))
-    for n in range(50_000):
-        await redis.set(f"junk:{n}", b"x" * 1024)
-        if n % 50 == 0 and not await redis.exists(key):
+    for start in range(0, 50_000, 50):  # 50 at a time, in one round trip
+        async with redis.pipeline(transaction=False) as pipe:
+            for n in range(start, start + 50):
+                pipe.set(f"junk:{n}", b"x" * 1024)
+            await pipe.execute()
+        if not await redis.exists(key):
             break
     await redis.config_set("maxmemory", "0")
     await redis.config_set("maxmemory-policy", "noeviction")
-    async for junk in redis.scan_iter(match="junk:*", count=1000):
-        await redis.delete(junk)
+    junk = [name async for name in redis.scan_iter(match="junk:*", count=1000)]
+    for start in range(0, len(junk), 1000):
+        await redis.delete(*junk[start : start + 1000])
     assert not await redis.exists(key)
 
 
@@ -67,14 +73,16 @@ async def lose_and_resubmit(
     ids = tmp_path / "ids.txt"
     ids.write_text("".join(f"{i},1\n" for i in simulator.ids))  # the attempt count last read
     submit = ("submit", "j1", "--ids-file", str(ids), "--rate-limit", "20", "--chunks", "2")
-    submit += ("--campaign", simulator.campaign_id)
+    # A short HTTP timeout: the job submitted again reads each ID only once a POST the lost
+    # job had in flight is settled (its window + this timeout after the job's creation).
+    submit += ("--campaign", simulator.campaign_id, "--timeout", str(HTTP_TIMEOUT))
     first = await asyncio.to_thread(cli, job_redis.url, *submit)
     assert first.returncode == 0, first.stderr
 
     async def some_retried() -> bool:
         return len((await simulator.stats())["posts"]["acceptedRetries"]) >= 10
 
-    await until(some_retried, "the job to be under way")
+    await wait_for_condition(some_retried, "the job to be under way")
     if loss == "flushall, workers restarted":  # a host reboot: no worker remembers in memory
         for proc in workers.procs:  # killed, as by a reboot
             proc.kill()
@@ -82,8 +90,7 @@ async def lose_and_resubmit(
         await redis.flushall()
         workers.start(concurrency=2, log=str(log), mutation=mutation)
     elif loss == "restart without AOF":
-        await asyncio.to_thread(job_redis.restart, lose_data=True)
-        await redis.connection_pool.disconnect()
+        await restart_redis(job_redis, redis, lose_data=True)
     elif loss == "flushall":
         await redis.flushall()
     else:
@@ -95,9 +102,10 @@ async def lose_and_resubmit(
         status = await asyncio.to_thread(cli, job_redis.url, "status", "j1")
         return status.returncode == EXIT_LOST and LOST_MESSAGE in status.stderr
 
-    await until(told_lost, "job status to say lost")
+    await wait_for_condition(told_lost, "job status to say lost")
 
-    again = await asyncio.to_thread(cli, job_redis.url, *submit)
+    # The same submit, at the workers' full rate: it reads all 40 IDs before any POST.
+    again = await asyncio.to_thread(cli, job_redis.url, *submit, "--rate-limit", "1000")
     assert again.returncode == 0, again.stderr
     store = JobStore(redis, "j1")
     await wait_finished(store, timeout=60)

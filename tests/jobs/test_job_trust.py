@@ -22,6 +22,7 @@ from postman_async.jobs.config import CampaignConfig, WorkerConfig, WorkerConfig
 from postman_async.jobs.runner import ChunkStatus
 from postman_async.jobs.taskiq_app import WorkerContext
 
+from ..helpers import wait_for_condition
 from ..redis_server import RedisServer
 from .harness import FAST, Sim, Workers
 
@@ -219,11 +220,12 @@ async def test_a_worker_process_refuses_a_submitted_job_for_another_campaign(
         cli, "submit", "evil-1", "--ids-file", str(ids), "--campaign", "attacker_campaign"
     )
     assert submitted.returncode == 0, submitted.stderr
-    for _ in range(300):
-        status = await asyncio.to_thread(cli, "status", "evil-1")
-        if status.returncode == 3:
-            break
-        await asyncio.sleep(0.1)
+
+    async def refused() -> bool:
+        return (await JobStore(redis, "evil-1").progress()).state == "refused"
+
+    await wait_for_condition(refused, "a worker to refuse the job")
+    status = await asyncio.to_thread(cli, "status", "evil-1")
     assert status.returncode == 3, status.stdout + status.stderr
     assert "refused by worker" in status.stdout
     assert "not configured for campaign attacker_campaign" in status.stdout

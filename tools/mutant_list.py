@@ -93,6 +93,14 @@ MUTANTS: list[Mutant] = [
         ),
         "a job whose data Redis lost looks never created",
     ),
+    M(
+        "epochs_restart_after_loss",
+        "postman_async/jobs/_lua.py",
+        "if epoch <= now then  -- from Redis's clock: a lost job's incarnation never reuses an epoch",
+        "if false then",
+        (f"{JOBS}/test_journal_scripts.py",),
+        "a job submitted again after Redis lost it hands out its lost incarnation's epochs",
+    ),
     # -- trust boundaries --------------------------------------------------------------------
     M(
         "pin_ignored",

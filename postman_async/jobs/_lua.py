@@ -79,6 +79,9 @@ return {1, tonumber(ARGV[2])}
 """
 
 #: ARGV: chunk, owner, ttl_ms. Returns {1, epoch, now} (taken) or {0, epoch, ms_left} (held).
+#: Epochs grow with Redis's clock (ms), not from 1: a job lost with Redis's data and submitted
+#: again under its ID gets epochs its lost incarnation never had, so a stale worker of that
+#: one, still holding "epoch 1" in memory, is fenced out of the new job's leases.
 TAKE_LEASE = (
     _NOW
     + _LEASE_FIELDS
@@ -87,6 +90,10 @@ local p = KEYS[1]
 local e, u = lease_of(redis.call('HGET', p .. ':leases', ARGV[1]))
 if e and u > now then return {0, e, u - now} end
 local epoch = redis.call('INCR', p .. ':epoch')
+if epoch <= now then  -- from Redis's clock: a lost job's incarnation never reuses an epoch
+  epoch = now + 1
+  redis.call('SET', p .. ':epoch', epoch, 'KEEPTTL')
+end
 local value = epoch .. '|' .. (now + tonumber(ARGV[3])) .. '|' .. ARGV[2]
 redis.call('HSET', p .. ':leases', ARGV[1], value)
 return {1, epoch, now}

@@ -48,3 +48,20 @@ async def test_a_job_is_not_created_over_a_lost_jobs_remnants(redis: aioredis.Re
     await redis.delete(store.key("meta"))  # the meta evicted; the counters survive
     assert await store.run("CREATE", "marker", "campaign_id", "campaign_a", "chunks", "1") == -1
     assert not await redis.exists(store.key("meta"))
+
+
+async def test_a_lost_jobs_stale_holder_is_fenced_out_of_its_new_incarnation(
+    redis: aioredis.Redis,
+) -> None:
+    """Redis lost the job; it is submitted again under the same ID. A worker of the lost
+    incarnation still holds its lease in memory: its epoch must not be one the new
+    incarnation hands out, or its intent (and so its POST) would pass the fence."""
+    store = await job(redis, ["m1"])
+    _, old_epoch, _ = await store.run("TAKE_LEASE", 0, "w1", 5000)
+    async for key in redis.scan_iter(match=f"{store.prefix}:*"):
+        await redis.delete(key)  # what FLUSHALL or a restart without AOF does to the job
+    again = await job(redis, ["m1"])
+    _, new_epoch, _ = await again.run("TAKE_LEASE", 0, "w2", 5000)
+    assert new_epoch != old_epoch
+    assert await again.run("WRITE_INTENT", 0, old_epoch, "m1", "1|failure") == -1  # fenced
+    assert await again.run("WRITE_INTENT", 0, new_epoch, "m1", "1|failure") > 0

@@ -134,9 +134,12 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     max_ids: int = MAX_IDS,
     otp_per_minute: int = OTP_PER_MINUTE,
+    job_http_timeout: float = 30.0,
 ) -> FastAPI:
-    """The service. ``tokens``: caller name -> bearer token. Raises :class:`RuntimeError`
-    (a :class:`ConfigError`) naming what is missing or wrong."""
+    """The service. ``tokens``: caller name -> bearer token. ``job_http_timeout``: the HTTP
+    timeout of the retry jobs' calls (a job submitted again after Redis lost it waits about
+    that long before its first read). Raises :class:`RuntimeError` (a :class:`ConfigError`)
+    naming what is missing or wrong."""
     callers = tokens if isinstance(tokens, Tokens) else Tokens(tokens)
     if not api_key:
         raise ConfigError("no API key: set POSTMAN_API_KEY (or POSTMAN_API_KEY_FILE)")
@@ -267,6 +270,7 @@ def create_app(
         settings = JobSettings(
             campaign_id=campaign_id,
             rate=rate_limit,
+            http_timeout=job_http_timeout,
             budget_share=request.budget_share,  # type: ignore[attr-defined]
         )
         try:

@@ -158,7 +158,8 @@ async def test_a_job_lost_by_redis_is_410_and_resubmitting_its_jobid_posts_nothi
     workers.start(concurrency=2)
     body = {"messageIds": ids, "jobId": "nightly-7"}
     try:
-        async with serving(make_app(sim, job_redis)) as http:
+        # A 2 s HTTP timeout: the job submitted again waits that (plus the window) to read.
+        async with serving(make_app(sim, job_redis, job_http_timeout=2.0)) as http:
             assert (await http.post("/retry-jobs", json=body)).json()["jobId"] == "nightly-7"
             while len(sim.posts.accepted_retries) < 10:  # noqa: ASYNC110 - workers move it
                 await asyncio.sleep(0.05)

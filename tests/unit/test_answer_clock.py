@@ -36,7 +36,7 @@ async def _drive(
     seed: int,
     calls: int = 400,
     callers: int = 30,
-    legs: Legs = uniform(0.002, 0.042),
+    legs: Legs | None = None,
     stall_share: float = 0.0,
     lost_share: float = 0.0,
     unsent_share: float = 0.0,
@@ -44,6 +44,7 @@ async def _drive(
     """Each call: a grant, maybe a stall before the write (a busy or stopped process), a way
     in, and an answer after the way back, or none (reported lost at a 5 s timeout). Returns
     when each call reached the server."""
+    legs = legs or uniform(0.002, 0.042)
     rng = random.Random(seed)
     arrivals: list[float] = []
     left = iter(range(calls))

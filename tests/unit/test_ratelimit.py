@@ -13,7 +13,6 @@ from postman_async.testing.server_limits import max_in_window
 
 from ..helpers import VirtualClock
 
-
 PACINGS = pytest.mark.parametrize("pacing", ["answers", "margin"])
 
 

@@ -17,7 +17,7 @@ FAIL = (pa.MessageStatus.FAILURE, "delivery_error", "recipient_unavailable")
 async def test_malformed_json_on_get_is_typed_and_retried_get_is_not(make_sim) -> None:
     sim = await make_sim(faults=Faults(malformed_json_rate=1.0))
     message = sim.create_message()
-    async with client_for(sim) as client:
+    async with client_for(sim, sleep=no_sleep) as client:  # the GET's backoffs: no waiting
         with pytest.raises(pa.MalformedResponseError):
             await client.get_message(message.id)
         with pytest.raises(pa.OutcomeUnknownError) as info:

@@ -19,6 +19,17 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCKS = re.findall(r"^```python\n(.*?)^```", README.read_text(), flags=re.S | re.M)
 
 
+STATUS = "(created|sending|sent_to_telco|success|failure|accepted_by_telco)"
+SUMMARY = r"10 messages, retried=10, duplicates=0, calls=10, elapsed=\d+\.\ds\n"
+#: what each block prints, in full (its IDs and the lifecycle's pace aside)
+EXPECTED = [
+    rf"message_[0-9a-f-]{{36}} created\n{STATUS} 1\n{SUMMARY}",
+    rf"6591234567 {STATUS} 1\n6598765432 {STATUS} 1\n",  # in any order (compared sorted)
+    SUMMARY,  # every ID retried: nothing else is printed
+    "",  # its checks are asserts
+]
+
+
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimulatorProcess, list[str]]]:
     ids_file = tmp_path_factory.mktemp("readme") / "ids.txt"
@@ -36,12 +47,15 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimulatorPro
 
 
 def test_readme_has_runnable_blocks() -> None:
-    assert len(BLOCKS) >= 4
+    assert len(BLOCKS) == len(EXPECTED)
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_block_runs(
-    index: int, sim: tuple[SimulatorProcess, list[str]], monkeypatch: pytest.MonkeyPatch
+    index: int,
+    sim: tuple[SimulatorProcess, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     process, failed = sim
     monkeypatch.setattr(client_module, "default_base_url", lambda key: process.base_url)
@@ -52,3 +66,7 @@ def test_readme_block_runs(
         "__name__": "readme",
     }
     exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), namespace)
+    printed = capsys.readouterr().out
+    if index == 1:  # a listing's order is the server's
+        printed = "".join(sorted(printed.splitlines(keepends=True)))
+    assert re.fullmatch(EXPECTED[index], printed), (index, printed)

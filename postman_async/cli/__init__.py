@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import traceback
@@ -77,6 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser.build().parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error (already printed)
         return exc.code if isinstance(exc.code, int) else EXIT_INPUT
+    if getattr(args, "key_in_argv", None) is not None:
+        _error(
+            "the API key is not taken on the command line (it would show in `ps` and logs): "
+            "set POSTMAN_API_KEY or use --api-key-file"
+        )
+        return EXIT_INPUT
     out = output(args)
     try:
         if args.command == "job" and args.job_command == "worker":
@@ -85,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # a command without its own handler (they read before they POST)
         out.line("interrupted; run the command again to continue")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader stopped early (`| head`): nothing to report
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (errors.PostmanError, CliError) as exc:
         _error(describe(exc))
         partial = getattr(exc, "report", None)

@@ -7,7 +7,7 @@ import math
 import os
 import stat
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .._redact import redact_text
 from .._version import __version__
@@ -97,7 +97,18 @@ class Parser(argparse.ArgumentParser):
     defaults taken from the environment, errors quoting an argument) has URL credentials
     masked."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No prefixes of long options: `--api-key KEY` must not pass for `--api-key-file`
+        # (which would echo the key as a file name).
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix):  # name the options, not their values (a key, maybe)
+            words = message[len(prefix) :].split()
+            shown = [w.split("=", 1)[0] if w.startswith("-") else "<value>" for w in words]
+            message = prefix + " ".join(shown)
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
     def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
@@ -188,6 +199,8 @@ def _shared() -> tuple[Parser, Parser]:
         default=os.environ.get("POSTMAN_API_KEY_FILE"),
         help="read the API key from this file (default: $POSTMAN_API_KEY)",
     )
+    # Taken only to be refused without echoing it: a key in argv shows in `ps` and logs.
+    api.add_argument("--api-key", dest="key_in_argv", default=None, help=argparse.SUPPRESS)
     api.add_argument(
         "--environment",
         choices=tuple(ENVIRONMENTS),

@@ -254,3 +254,28 @@ def test_ctrl_c_saves_what_is_left_and_resume_posts_nothing_twice(tmp_path: Path
         posts = slow.stats(posts=True)["posts"]["retries"]
     assert sorted(posts) == sorted(all_ids)
     assert set(posts.values()) == {1}  # no ID POSTed twice across the two runs
+
+
+def test_a_reader_that_stops_early_ends_the_listing_quietly(env: SimulatorProcess) -> None:
+    """`list ... | head`: the reader is gone before the listing is written (its end of the
+    pipe is closed at once): exit 0, nothing on stderr, not "another API error"."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "postman_async", "list", "--status", "failure", "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert err == ""
+
+
+def test_a_key_on_the_command_line_is_refused_without_echoing_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    key = "f728b4fa42485e3a0a5d2f346baa9455"
+    for argv in (["--api-key", key], [f"--api-key={key}"], ["--api-key-fil", key]):
+        code, out, err = run(capsys, "status", "message_x", *argv)
+        assert code == cli.EXIT_INPUT and key not in out + err, (argv, err)

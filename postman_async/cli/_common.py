@@ -9,6 +9,7 @@ import os
 import socket
 import stat
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any, BinaryIO, NoReturn
@@ -94,6 +95,29 @@ def check_readable(path: str, what: str) -> bool:
     if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
         raise CliError(f"cannot read {what} {path}: {_kind(mode)}, not a file")
     return stat.S_ISREG(mode)
+
+
+def spool_if_piped(path: str) -> str | None:
+    """Read IDs from stdin (``-``) or a pipe to their end into a private temporary file, and
+    return its path (None for a regular file, read as it is). So the command that writes them
+    (``list ... -q |``) has finished spending the campaign's budget before the first retry
+    call: two processes at 10/s each would meet a 429. Bad lines stop it here (exit 2)."""
+    if path != "-" and check_readable(path, "the IDs file"):
+        return None
+    reader = LineReader.open(path)
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept past this function
+        "w", encoding="utf-8", prefix="postman-async-ids-", suffix=".txt", delete=False
+    )
+    try:
+        with handle:
+            while batch := reader.next_batch():
+                handle.writelines(f"{line}\n" for line in batch)
+    except BaseException:
+        os.remove(handle.name)
+        raise
+    finally:
+        reader.close()
+    return handle.name
 
 
 def check_opened(fd: int, path: str, what: str) -> None:

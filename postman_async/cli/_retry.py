@@ -18,7 +18,15 @@ from ..client import PostmanClient
 from ..errors import PostmanError, ValidationError
 from ..orchestrator import RetryOrchestrator
 from ..reports import Outcome, RetryReport
-from ._common import LineReader, check_readable, client, counts_text, ids, write_lines
+from ._common import (
+    LineReader,
+    check_readable,
+    client,
+    counts_text,
+    ids,
+    spool_if_piped,
+    write_lines,
+)
 from ._exit import (
     EXIT_INPUT,
     EXIT_INTERRUPTED,
@@ -61,9 +69,26 @@ async def cmd_retry(args: argparse.Namespace, out: Output) -> int:
         args.message_ids, args.ids_file = [], args.resume
     elif not args.message_ids and not args.ids_file:
         raise CliError("give message IDs or --ids-file FILE|-")
+    spooled = await asyncio.to_thread(spool_if_piped, args.ids_file) if args.ids_file else None
+    try:
+        if spooled is not None:
+            args.ids_file = spooled
+        return await _retry(args, out, resuming, after_a_writer=spooled is not None)
+    finally:
+        if spooled is not None:
+            os.remove(spooled)
+
+
+async def _retry(
+    args: argparse.Namespace, out: Output, resuming: bool, *, after_a_writer: bool
+) -> int:
     total = await asyncio.to_thread(_count_input, args)  # a bad file stops here, before a call
     bad_input: list[BaseException] = []
     async with client(args) as api:
+        pause = getattr(api.limiter, "pause", None)
+        if after_a_writer and pause is not None:
+            # The command that piped the IDs in may have spent this second's budget.
+            pause(1.0)
         orchestrator = RetryOrchestrator(api, concurrency=args.concurrency)
         source = _until_bad_input(ids(args), orchestrator.stop, bad_input)
         with interruptible(orchestrator.stop) as signals:

@@ -106,3 +106,26 @@ def test_the_readme_retry_of_failed_txt(sim: SimulatorProcess, env: dict[str, st
     done = sh(f"{CLI} retry --ids-file examples/failed.txt --format json {FAST}", env)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["summary"]["counts"]["retried"] == 100
+
+
+def test_the_readme_pipe_stays_within_the_budget(tmp_path: Path) -> None:
+    """Two processes share the campaign in ``list ... -q | retry --ids-file -``: the retry
+    reads its input to the end, then lets the lister's second pass before its first call."""
+    with SimulatorProcess("--rate-limit", "10", "--failed-messages", "15") as sim:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("POSTMAN_")},
+            "POSTMAN_API_KEY": sim.api_key,
+            "POSTMAN_CAMPAIGN_ID": sim.campaign_id,
+            "POSTMAN_BASE_URL": sim.base_url,
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        }
+        rate = "--rate-limit 10"  # the README's real rate
+        piped = sh(
+            f"{CLI} list --status failure -q {rate}"
+            f" | {CLI} retry --ids-file - --format json {rate}",
+            env,
+        )
+        assert piped.returncode == 0, piped.stderr
+        assert json.loads(piped.stdout)["summary"]["counts"]["retried"] == 15
+        stats = sim.stats()
+    assert stats["throttled"] == 0 and stats["maxPerSecond"] <= 10, stats

@@ -193,7 +193,14 @@ async def _report(args: argparse.Namespace, store: Any, out: Output) -> int:
 
 
 async def _cancel(args: argparse.Namespace, store: Any, out: Output) -> int:
-    before = await store.progress()
+    from ..jobs import JobCorruptError
+
+    try:
+        before = await store.progress()
+    except JobCorruptError as exc:  # its settings do not parse: cancelling needs none
+        await store.cancel()
+        out.line(f"job {store.job_id} cancelled; its record is corrupt ({exc.detail})")
+        return 0
     if before.finished:
         if not out.as_json:
             out.line(f"job {store.job_id} had already {before.state}; nothing to cancel")

@@ -13,6 +13,7 @@ from .reconcile import Intent, Verdict, decide_after_loss, reconcile
 from .runner import ChunkStatus, JobHooks, LeaseLost, run_chunk
 from .store import (
     LOST_MESSAGE,
+    JobCorruptError,
     JobError,
     JobLostError,
     JobProgress,
@@ -28,6 +29,7 @@ __all__ = [
     "CampaignConfig",
     "ChunkStatus",
     "Intent",
+    "JobCorruptError",
     "JobError",
     "JobHooks",
     "JobLostError",

@@ -30,6 +30,19 @@ class JobLostError(JobError):
         super().__init__(f"job {job_id}: {LOST_MESSAGE}" + (f"; {detail}" if detail else ""))
 
 
+class JobCorruptError(JobError):
+    """The job's settings in Redis do not parse (edited by hand, or written by something
+    else): no worker runs it, and each records a refusal. ``job cancel`` still stops it."""
+
+    def __init__(self, job_id: str, detail: str) -> None:
+        self.job_id = job_id
+        self.detail = detail
+        super().__init__(
+            f"job {job_id}: its record in Redis is corrupt ({detail}); no worker will run it:"
+            f" cancel it (postman-async job cancel {job_id}) and submit it again"
+        )
+
+
 @attrs.frozen
 class JobSettings:
     """What every worker needs to run a job's chunks; stored in the job's ``meta``.

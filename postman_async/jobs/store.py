@@ -38,11 +38,19 @@ from ..errors import ValidationError
 from ..reports import MessageResult, MessageState, Outcome
 from ..validation import validate_id
 from . import _lua
-from .records import LOST_MESSAGE, JobError, JobLostError, JobProgress, JobSettings
+from .records import (
+    LOST_MESSAGE,
+    JobCorruptError,
+    JobError,
+    JobLostError,
+    JobProgress,
+    JobSettings,
+)
 from .records_local import LocalJobRecords
 
 __all__ = [
     "LOST_MESSAGE",
+    "JobCorruptError",
     "JobError",
     "JobLostError",
     "JobProgress",
@@ -220,17 +228,22 @@ class JobStore:
             raise JobLostError(self.job_id, meta["lost"])
         self.marker = meta.get("marker", "")
         self.created_ms = int(meta.get("created_ms") or 0)
-        return JobSettings(
-            campaign_id=meta["campaign_id"],
-            base_url=meta.get("base_url") or None,
-            chunks=int(meta["chunks"]),
-            rate=float(meta["rate"]),
-            budget_share=float(meta["budget_share"]),
-            window=float(meta["window"]),
-            http_timeout=float(meta["http_timeout"]),
-            lease_ttl=float(meta["lease_ttl"]),
-            read_first_ms=int(meta["read_first_ms"]) if meta.get("read_first_ms") else None,
-        )
+        try:
+            return JobSettings(
+                campaign_id=meta["campaign_id"],
+                base_url=meta.get("base_url") or None,
+                chunks=int(meta["chunks"]),
+                rate=float(meta["rate"]),
+                budget_share=float(meta["budget_share"]),
+                window=float(meta["window"]),
+                http_timeout=float(meta["http_timeout"]),
+                lease_ttl=float(meta["lease_ttl"]),
+                read_first_ms=int(meta["read_first_ms"]) if meta.get("read_first_ms") else None,
+            )
+        except KeyError as exc:
+            raise JobCorruptError(self.job_id, f"no {exc.args[0]}") from None
+        except (ValueError, ValidationError) as exc:
+            raise JobCorruptError(self.job_id, str(exc)) from None
 
     async def _lost_detail(self) -> str:
         tomb = await self.redis.hgetall(self.lost_key)

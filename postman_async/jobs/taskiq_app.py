@@ -46,7 +46,7 @@ from ..ratelimit_redis import RedisRateLimiter
 from .config import CampaignConfig, WorkerConfig
 from .records_local import LocalJobRecords
 from .runner import ChunkStatus, JobHooks, run_chunk
-from .store import JobError, JobLostError, JobSettings, JobStore
+from .store import JobCorruptError, JobError, JobLostError, JobSettings, JobStore
 
 try:
     import redis.asyncio as aioredis
@@ -147,6 +147,10 @@ class WorkerContext:
             self.known.pop(job_id, None)
             self._tell_once(job_id, "lost", str(exc))
             return ChunkStatus.LOST_DATA
+        except JobCorruptError as exc:  # a record that does not parse: refused, no traceback
+            await store.refuse(self.owner, f"its record in Redis is corrupt ({exc.detail})")
+            self._tell_once(job_id, "refused", str(exc))
+            return ChunkStatus.REFUSED
         except JobError as exc:
             if job_id in self.known:
                 return await self.lost(store, "its keys vanished while it ran")

@@ -4,9 +4,14 @@ fails at once (tools/mutants.py plants these)."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import pytest
 import redis.asyncio as aioredis
 
-from postman_async.jobs import JobSettings, JobStore
+from postman_async import cli
+from postman_async.jobs import JobCorruptError, JobSettings, JobStore
 
 SETTINGS = JobSettings(campaign_id="campaign_a", chunks=1, lease_ttl=5.0)
 
@@ -65,3 +70,39 @@ async def test_a_lost_jobs_stale_holder_is_fenced_out_of_its_new_incarnation(
     assert new_epoch != old_epoch
     assert await again.run("WRITE_INTENT", 0, old_epoch, "m1", "1|failure") == -1  # fenced
     assert await again.run("WRITE_INTENT", 0, new_epoch, "m1", "1|failure") > 0
+
+
+async def test_a_corrupt_record_is_a_typed_error_naming_it(redis: aioredis.Redis) -> None:
+    store = await job(redis, ["m1"])
+    await redis.hset(store.key("meta"), mapping={"rate": "nan"})
+    with pytest.raises(JobCorruptError) as info:
+        await store.settings()
+    assert "rate" in info.value.detail and "job cancel scripts" in str(info.value)
+    await redis.hset(store.key("meta"), mapping={"rate": "10"})
+    await redis.hdel(store.key("meta"), "campaign_id")
+    with pytest.raises(JobCorruptError) as info:
+        await store.settings()
+    assert info.value.detail == "no campaign_id"
+
+
+def test_a_corrupt_job_can_still_be_cancelled(job_redis: Any) -> None:
+    async def corrupt() -> None:
+        redis = aioredis.Redis.from_url(job_redis.url)
+        try:
+            store = JobStore(redis, "corrupt-1")
+            await store.create(SETTINGS)
+            await redis.hset(store.key("meta"), mapping={"budget_share": "-3"})
+        finally:
+            await redis.aclose()
+
+    asyncio.run(corrupt())
+    assert cli.main(["job", "cancel", "corrupt-1", "--redis", job_redis.url]) == 0
+
+    async def flag() -> Any:
+        redis = aioredis.Redis.from_url(job_redis.url)
+        try:
+            return await redis.hget(JobStore(redis, "corrupt-1").key("meta"), "cancelled")
+        finally:
+            await redis.aclose()
+
+    assert asyncio.run(flag()) == b"1"

@@ -50,7 +50,7 @@ from .models import (
     TemplateBody,
 )
 from .orchestrator import RetryOrchestrator
-from .policy import RetryPolicy
+from .policy import CallMeter, CallOptions, RetryPolicy
 from .ratelimit import Limiter, RateLimiter
 from .reports import (
     BatchRetryReason,
@@ -83,6 +83,8 @@ __all__ = [
     "BatchRetryReport",
     "BatchSendResult",
     "BatchStatus",
+    "CallMeter",
+    "CallOptions",
     "DuplicateUploadError",
     "InvalidApiKeyError",
     "IpNotAllowedError",

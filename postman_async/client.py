@@ -6,6 +6,7 @@ import asyncio
 import copy
 import functools
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -98,8 +99,8 @@ class PostmanClient:
         rate_limit = self.environment.rate_limit if rate_limit is None else rate_limit
         if not rate_limit > 0:
             raise ValidationError("rate_limit", "must be > 0")
-        if not timeout > 0:
-            raise ValidationError("timeout", "must be > 0")
+        if not 0 < timeout < math.inf:
+            raise ValidationError("timeout", "must be a finite number > 0")
         if max_retries is not None and retry_policy is not None:
             raise ValidationError("max_retries", "give it in the retry_policy instead")
         policy = retry_policy or RetryPolicy(max_retries=5 if max_retries is None else max_retries)
@@ -170,8 +171,10 @@ class PostmanClient:
         :class:`ValidationError` for a value out of range.
 
         ``otp = client.with_options(timeout=2, max_retries=0, priority=Priority.HIGH)``"""
-        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
-            raise ValidationError("timeout", "must be > 0")
+        if timeout is not None and not (
+            isinstance(timeout, (int, float)) and 0 < timeout < math.inf
+        ):
+            raise ValidationError("timeout", "must be a finite number > 0")
         policy = retry_policy
         if max_retries is not None:
             base = policy or self._options.policy or self._root._session_args["policy"]

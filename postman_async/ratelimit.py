@@ -6,7 +6,7 @@ same second (19-20 in a sliding second, measured), and the server drops what exc
 
 **Pacing by answers** (the default, :mod:`postman_async.answer_clock`): grants are spaced
 ``1 / rate`` apart, and the ``(k + rate)``-th is written no earlier than one second after the
-``k``-th request's answer arrived (less a share of the smallest round trip). An answer proves
+``k``-th request's answer arrived. An answer proves
 its request already passed the server's limiter, so no second at the server holds more than
 ``rate`` of our requests, whatever the network's jitter (heavy tails included) and however late
 a busy or stalled process writes what it was granted. It assumes only that a request reaches
@@ -41,6 +41,8 @@ Clock = Callable[[], float]
 PACINGS = ("answers", "margin")
 #: s of schedule that grants held back by the answer clock may make up
 CATCH_UP = 1.0
+#: intervals that grants making up the schedule keep from the previous grant
+MIN_GAP = 0.5
 #: A HIGH grant woken this late (s) is still sent; later, it re-queues (see the module doc).
 LATE_WAKE_TOLERANCE = 0.005
 Sleep = Callable[[float], Awaitable[None]]
@@ -213,18 +215,18 @@ class RateLimiter:
         and the answer clock all allow it (a ``BULK`` head also waits while a ``HIGH`` one
         does)."""
         assert self.answers is not None
+        arrived = self._clock()  # before the lane's queue: a queued caller is not idle
         if high:
             self._high_waiting += 1
         try:
             lock = self._lane_lock(high)
             async with lock:
-                arrived = self._clock()
                 while True:
                     now = self._clock()
                     slot = self._catch_up_slot(arrived, now)
                     due = max(
                         slot,
-                        self._last_grant + self._interval(now) / 2,
+                        self._last_grant + self._interval(now) * MIN_GAP,
                         self._blocked_until,
                         self.answers.ready_at(),
                     )

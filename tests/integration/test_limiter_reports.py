@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 
+import aiohttp
 import pytest
 
 import postman_async as pa
@@ -89,3 +90,17 @@ async def test_a_refused_connection_is_unsent() -> None:
         with pytest.raises(pa.PostmanConnectionError):
             await client.get_message("message_0000000000000000000000000")
     assert limiter.grants == [["unsent"]]
+
+
+async def test_with_a_session_passed_in_a_failure_counts_as_possibly_written(make_sim) -> None:
+    """Without the SDK's trace hook nothing tells whether the request was written: a timeout
+    is lost (it counts), never unsent; a refused connection is still unsent."""
+    sim: PostmanSimulator = await make_sim(faults=Faults(latency=0.5, latency_rate=1.0))
+    message_id = sim.create_message("6591234567", outcome=FAIL).id
+    limiter = RecordingLimiter()
+    session = aiohttp.ClientSession()
+    async with session, client_for(sim, limiter=limiter, session=session) as client:
+        fast = client.with_options(timeout=0.1, max_retries=0)
+        with pytest.raises(pa.PostmanTimeoutError):
+            await fast.get_message(message_id)
+    assert limiter.grants == [["lost"]]

@@ -5,6 +5,7 @@ more than the rate; and a limiter that ignores answers breaks it on the same dra
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import random
 from collections.abc import Callable
@@ -191,3 +192,27 @@ def test_a_lost_answer_counts_until_write_plus_cap() -> None:
     ticket.lost()
     assert ticket.released_at == 2.4 and clock.ready_at() == 3.4
     assert clock.lost_answers == 1
+
+
+async def test_grants_held_back_catch_up_at_most_twice_the_rate() -> None:
+    """One answer comes late and holds a grant back; the ones after it catch up, spaced at
+    least half an interval apart (no burst), and no second holds more than the rate."""
+    vc = VirtualClock()
+    limiter = RateLimiter(10, clock=vc.clock, sleep=vc.sleep)
+    grants: list[float] = []
+    left = iter(range(60))
+
+    async def caller() -> None:
+        for index in left:
+            ticket = await limiter.acquire()
+            assert isinstance(ticket, Ticket)
+            grants.append(vc.clock())
+            ticket.written()
+            await vc.sleep(1.5 if index == 12 else 0.001)  # one slow answer
+            ticket.answered()
+
+    await vc.run(asyncio.ensure_future(asyncio.gather(*(caller() for _ in range(8)))))
+    gaps = [b - a for a, b in itertools.pairwise(grants)]
+    assert min(gaps) >= 0.05 - 1e-9  # half an interval
+    assert any(gap < 0.1 - 1e-9 for gap in gaps)  # it did catch up
+    assert max_in_window(grants) <= 10

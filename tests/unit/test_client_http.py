@@ -601,3 +601,18 @@ def test_the_resend_rule(
     request = Request(method, "/campaigns/c/messages")
     policy = pa.RetryPolicy(retry_on_429=retry_429)
     assert may_resend(request, error, dropped, policy) is expected
+
+
+def test_a_views_hooks_replace_those_of_the_view_it_was_made_from() -> None:
+    from postman_async.policy import CallOptions
+
+    async def outer() -> None: ...
+
+    async def inner() -> None: ...
+
+    def gate() -> None: ...
+
+    base = CallOptions(before_post=outer, post_gate=gate)
+    assert base.merged(CallOptions(before_post=inner)).before_post is inner
+    assert base.merged(CallOptions(before_post=inner)).post_gate is gate  # kept
+    assert base.merged(CallOptions()).before_post is outer

@@ -17,7 +17,7 @@ from .._redact import redact_text, redact_url
 from ..models import MessageStatus
 from ..reports import MessageState
 from ._common import counts_text, lines_of
-from ._exit import EXIT_AUTH, EXIT_LOST, EXIT_NETWORK, CliError
+from ._exit import EXIT_AUTH, EXIT_INPUT, EXIT_LOST, EXIT_NETWORK, EXIT_NOT_FOUND, CliError
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -112,7 +112,7 @@ def add_job_parser(
 async def cmd_job(args: argparse.Namespace, out: Output) -> int:
     try:
         import redis.asyncio as aioredis
-        from redis.exceptions import RedisError
+        from redis.exceptions import AuthenticationError, AuthorizationError, RedisError
 
         from ..jobs import JobError, JobLostError, JobStore, taskiq_app
         from ..jobs.records_local import LocalJobRecords
@@ -129,10 +129,15 @@ async def cmd_job(args: argparse.Namespace, out: Output) -> int:
     except JobLostError as exc:
         raise JobCliError(str(exc), code=EXIT_LOST) from exc
     except JobError as exc:
-        raise JobCliError(str(exc)) from exc
+        unknown = "(never created, or expired)" in str(exc)
+        raise JobCliError(str(exc), code=EXIT_NOT_FOUND if unknown else EXIT_INPUT) from exc
     except RedisError as exc:
         where = redact_url(args.redis)
-        raise JobCliError(f"Redis at {where}: {redact_text(str(exc))}", code=EXIT_NETWORK) from exc
+        refused = isinstance(exc, (AuthenticationError, AuthorizationError))
+        raise JobCliError(
+            f"Redis at {where}: {redact_text(str(exc))}",
+            code=EXIT_AUTH if refused else EXIT_NETWORK,
+        ) from exc
     finally:
         await redis.aclose()
         await taskiq_app.broker.connection_pool.disconnect()

@@ -53,8 +53,12 @@ async def send_batch(args: argparse.Namespace, out: Output) -> int:
             )
         except PartialUploadError as exc:
             return _partial(out, args.csv_file, exc)
-        except DuplicateUploadError as exc:
-            raise CliError(str(exc), EXIT_INPUT) from exc  # refused before it was sent
+        except DuplicateUploadError as exc:  # refused before it was sent
+            text = str(exc).replace(
+                "send it anyway with guard_window=None (--again on the command line)",
+                "send it anyway with --again",
+            )
+            raise CliError(text, EXIT_INPUT) from exc
         except (NotSentError, AmbiguousSendError) as exc:
             raise _told(exc) from exc
     if out.for_scripts:

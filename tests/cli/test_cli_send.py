@@ -138,6 +138,7 @@ def test_a_file_sent_twice_is_refused_then_sent_with_again(
     code, out, err = run(capsys, "send-batch", path)
     assert code == cli.EXIT_INPUT == 2 and out == ""
     assert f"already uploaded: batch {batch_id}" in err and "--again" in err
+    assert "guard_window" not in err  # a CLI user is told the option, not the argument
     assert uploads(sim) == 1
     code, out, err = run(capsys, "send-batch", path, "--again")
     assert code == 0, err

@@ -67,7 +67,7 @@ async def test_submit_status_report_and_errors(
     assert await redis.ttl("postman_async:job:{cli-1}:meta") > 0  # expires after the report
 
     missing = await asyncio.to_thread(cli, "job", "status", "nope", *where)
-    assert missing.returncode == 2 and "no job 'nope'" in missing.stderr
+    assert missing.returncode == 6 and "no job 'nope'" in missing.stderr  # nothing found
     down = await asyncio.to_thread(
         cli, "job", "status", "cli-1", "--redis", "redis://127.0.0.1:1/0"
     )

@@ -3,36 +3,46 @@
 
 It is a drop-in for the in-process :class:`~postman_async.ratelimit.RateLimiter` through the
 same interface (``acquire(priority)``, ``penalize(delay)``): pass it as
-``PostmanClient(..., limiter=RedisRateLimiter(redis, campaign_id=...))``.
+``PostmanClient(..., limiter=RedisRateLimiter(redis, campaign_id=...))``. Every process of a
+campaign must use the same ``pacing``.
 
-How it works:
+How it works (``pacing="answers"``, the default):
 
-- The schedule lives in Redis. One Lua script runs a GCRA **reservation** atomically, on
-  Redis's own clock (``TIME``), in one round trip per acquire. It reserves the next free slot
-  and returns how long to wait; the caller sleeps that long and does not poll. Keys are
-  hash-tagged by campaign (``postman_async:{campaign_id}:...``), so it works on Redis Cluster.
-- Guarantee: at most ``rate`` admissions in any sliding second across every process. Slots
-  are ``(1 + margin) / rate`` apart, and ``margin`` absorbs the jitter between a grant and
-  its arrival at the server. It is learned as in :mod:`postman_async.margin`: each process
-  follows its own round trips (lateness floor 8 ms per second), and what jitter 429s teach is stored
-  in Redis for every process. A fixed ``margin`` turns the learning off.
-- Lanes: a ``HIGH`` call reserves the next free slot at once, from any process. ``BULK``
-  calls (one at a time per process) reserve only a slot due within one interval; otherwise
-  they wait and ask again. So an urgent call from any process waits at most about two
-  intervals (the slot being served plus at most one bulk reservation), never behind queued
-  bulk work.
-- A grant whose caller wakes later than half the margin (5 ms at least) after its slot, as a
-  busy host's processes do, is not sent: it takes a fresh slot. Sent late, it would land
-  against the slots other processes reserved after it (counted in ``late_requeues``).
-- A 429 seen by any process pauses the whole campaign for the delay. If a wider margin can
-  cure it, the shared margin widens; otherwise (a competitor) the campaign's rate halves and
-  recovers linearly over ``recovery`` seconds. The state is shared in Redis.
+- The campaign's **answer clock** (:mod:`postman_async.answer_clock`) lives in Redis: the
+  ``(k + R)``-th grant from any process (``R`` = rate x 1 s) is due no earlier than one
+  second after the ``k``-th request's answer, from any process, less the credit (half the
+  smallest round trip that process saw). A request not answered yet holds its ``R``-th
+  successor until its answer or its deadline (its write, or its slot, + 2 s); one never
+  written does not count. So no sliding second at the server holds more than ``R`` calls,
+  however the network delays them and however late a stalled process writes.
+- One Lua script, on Redis's own clock (``TIME``), takes the reports along and reserves slots:
+  one round trip per acquire at most. Reports carry their age, not a time, so no clock offset
+  between processes enters (a report that travels makes its time later, never earlier).
+  They are sent by a background flusher or ride along with the next reservation: never on a
+  request's critical path. Keys are hash-tagged by campaign (``postman_async:{campaign}:...``,
+  so it works on Redis Cluster) and expire after a minute unused.
+- In each process one driver per lane reserves slots and hands them to the callers FIFO: no
+  herd of callers polls Redis. ``HIGH`` reserves every slot whose gate is known. ``BULK`` is
+  only *promised* slots, confirmed 5 ms before each is due, and a ``HIGH`` call from any
+  process takes over the earliest promise: an urgent call waits for no queued bulk work, and
+  the ``BULK`` drivers of many processes do not all ask Redis for every slot (about two
+  round trips per grant, one with ``HIGH``). A process with ``HIGH`` callers waiting asks
+  nothing for ``BULK``. A caller that wakes late still sends: its successor waits for its
+  answer, so no slot is wasted (one that wakes more than half the cap late queues again:
+  the cap is the answer clock's one assumption).
+- A 429 seen by any process pauses the whole campaign for the delay and halves the shared rate
+  (a competitor, or a cut on the server's side), which recovers linearly over ``recovery`` s.
 - Redis unavailable: :class:`RateLimiterUnavailableError` by default (the budget is never
   silently exceeded). With ``fallback_rate`` set, a local limiter at that rate takes over,
   for example ``rate / number_of_processes`` as a conservative share. Redis is tried again
   every ``retry_interval`` seconds. Each switch waits out one window: going to the fallback,
-  the process pauses locally for a second; coming back, it pauses the campaign for a second.
-  Fallback grants and shared grants therefore never share a window.
+  the process waits until its last shared grants passed the server plus a second; coming
+  back, it pauses the campaign until its fallback grants passed plus a second.
+
+``pacing="margin"`` (or a fixed ``margin``) keeps the previous open-loop schedule: a GCRA
+reservation per acquire with slots ``(1 + margin) / rate`` apart, the margin learned from the
+round trips' spread and widened for every process by a jitter 429; a grant woken more than
+half the margin late takes a fresh slot (``late_requeues``).
 """
 
 from __future__ import annotations
@@ -41,122 +51,46 @@ import asyncio
 import collections
 import logging
 import time
-from typing import Any
+import uuid
+from typing import Any, Literal
 
 from . import margin as margin_rules
+from ._redis_answers import AnswerClockClient, Ask, RedisGrant, Reply, Slot
+from ._redis_lua import ANSWERS, MARGIN_ACQUIRE, PENALIZE
+from .answer_clock import CAP
 from .errors import RateLimiterUnavailableError
 from .margin import MarginTuner
 from .models import Priority
-from .ratelimit import LATE_WAKE_TOLERANCE, Clock, RateLimiter, Sleep
+from .ratelimit import CATCH_UP, LATE_WAKE_TOLERANCE, Clock, Grant, RateLimiter, Sleep
 
 logger = logging.getLogger("postman_async")
 
 try:
     import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
     from redis.exceptions import RedisError
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         'RedisRateLimiter needs redis-py: pip install "postman-async[redis]"'
     ) from exc
 
-__all__ = ["RateLimiterUnavailableError", "RedisRateLimiter"]
+__all__ = ["RateLimiterUnavailableError", "RedisGrant", "RedisRateLimiter", "Slot"]
 
 REDIS_FLOOR = 0.008
 #: late wakes in a row after which a grant is sent anyway (a loop this slow cannot do better)
 MAX_LATE_REQUEUES = 3
-
-
-# The margin that 429s taught, shared by every process (fields m, mat of the penalty hash),
-# decayed as in postman_async.margin. ARGV tail: floor, hold_us, half_life_us.
-_LEARNED = """
-local function learned(pen, now, floor, hold, half_life)
-  local m = tonumber(pen[3] or '') or floor
-  local quiet = now - tonumber(pen[4] or '0') - hold
-  if quiet <= 0 then return m end
-  return floor + (m - floor) * math.pow(0.5, quiet / half_life)
-end
-local function fraction_at(pen, now, recovery)
-  local fraction = tonumber(pen[1] or '1')
-  if fraction < 1 then
-    local progress = (now - tonumber(pen[2] or '0')) / recovery
-    if progress >= 1 then fraction = 1 else fraction = fraction + (1 - fraction) * progress end
-  end
-  return fraction
-end
-"""
-
-# KEYS: tat, blocked, penalty. ARGV: base_interval_us, slack_us, bulk (0/1), recovery_us,
-# ttl_ms, local margin, learn (0/1), ceiling, floor, hold_us, half_life_us.
-# Returns {reserved (1/0), wait_us}.
-_ACQUIRE = (
-    _LEARNED
-    + """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local base = tonumber(ARGV[1])
-local slack = tonumber(ARGV[2])
-local bulk = tonumber(ARGV[3])
-local ttl = tonumber(ARGV[5])
-local margin = tonumber(ARGV[6])
-local pen = redis.call('HMGET', KEYS[3], 'fraction', 'at', 'm', 'mat')
-if tonumber(ARGV[7]) == 1 then
-  local shared = learned(pen, now, tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]))
-  margin = math.min(tonumber(ARGV[8]), math.max(margin, shared))
-end
-local fraction = fraction_at(pen, now, tonumber(ARGV[4]))
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
-local slot = math.max(tat, blocked)
-if slot < now - slack then slot = now end
-local step = math.floor(base * (1 + margin) / fraction)
-if bulk == 1 and slot > now + step then
-  return {0, slot - now - step}
-end
-redis.call('SET', KEYS[1], slot + step, 'PX', ttl)
-return {1, slot - now}
-"""
-)
-
-# KEYS: blocked, penalty. ARGV: delay_us, min_fraction, recovery_us, ttl_ms, mode (0: pause
-# only; 1: a 429), retry_after_us (-1: none), local margin, learn (0/1), ceiling, floor,
-# hold_us, half_life_us, window_retry_after_us. A 429 that a wider margin can cure widens the
-# shared margin; otherwise it halves the shared rate. Returns 1 when it halved the rate.
-_PENALIZE = (
-    _LEARNED
-    + """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local delay = tonumber(ARGV[1])
-local ttl = tonumber(ARGV[4]) + math.floor(tonumber(ARGV[3]) / 1000)
-local blocked = tonumber(redis.call('GET', KEYS[1]) or '0')
-if now + delay > blocked then
-  redis.call('SET', KEYS[1], now + delay, 'PX', tonumber(ARGV[4]) + math.floor(delay / 1000))
-end
-if tonumber(ARGV[5]) == 0 then return 0 end
-local pen = redis.call('HMGET', KEYS[2], 'fraction', 'at', 'm', 'mat')
-local ceiling = tonumber(ARGV[9])
-local retry_after = tonumber(ARGV[6])
-if tonumber(ARGV[8]) == 1 and retry_after <= tonumber(ARGV[13]) then
-  local floor = tonumber(ARGV[10])
-  local shared = learned(pen, now, floor, tonumber(ARGV[11]), tonumber(ARGV[12]))
-  local current = math.min(ceiling, math.max(tonumber(ARGV[7]), shared))
-  if current < ceiling then
-    local widened = math.min(ceiling, current + math.max(0.25 * current, 0.01))
-    redis.call('HSET', KEYS[2], 'm', widened, 'mat', now)
-    redis.call('PEXPIRE', KEYS[2], ttl + math.floor(tonumber(ARGV[11]) / 1000) * 10)
-    return 0
-  end
-end
-local fraction = math.max(tonumber(ARGV[2]), fraction_at(pen, now, tonumber(ARGV[3])) / 2)
-redis.call('HSET', KEYS[2], 'fraction', fraction, 'at', now)
-redis.call('PEXPIRE', KEYS[2], ttl + math.floor(tonumber(ARGV[11]) / 1000) * 10)
-return 1
-"""
-)
+#: s: the server's window
+WINDOW = 1.0
+_TRANSIENT = (RedisError, OSError)
+Pacing = Literal["answers", "margin"]
 
 
 class RedisRateLimiter:
-    """Per-campaign limiter shared by every process through Redis. See the module docstring."""
+    """Per-campaign limiter shared by every process through Redis. See the module docstring.
+
+    ``acquire`` returns a :class:`RedisGrant` (pacing "answers") whose fate the session
+    reports, or None (pacing "margin")."""
 
     def __init__(
         self,
@@ -164,6 +98,7 @@ class RedisRateLimiter:
         *,
         campaign_id: str,
         rate: float = 10.0,
+        pacing: Pacing | None = None,
         margin: float | None = None,
         slack: float = 0.002,
         recovery: float = 30.0,
@@ -171,6 +106,7 @@ class RedisRateLimiter:
         fallback_rate: float | None = None,
         retry_interval: float = 1.0,
         namespace: str = "postman_async",
+        cap: float = CAP,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -178,40 +114,79 @@ class RedisRateLimiter:
             raise ValueError("rate must be > 0")
         if fallback_rate is not None and not 0 < fallback_rate <= rate:
             raise ValueError("fallback_rate must be in (0, rate]")
-        self._redis = (
-            aioredis.Redis.from_url(redis, socket_timeout=2.0, socket_connect_timeout=2.0)
+        if pacing not in (None, "answers", "margin"):
+            raise ValueError('pacing must be "answers" or "margin"')
+        #: "answers" (the default) or "margin" (also implied by a fixed ``margin``)
+        self.pacing: Pacing = "margin" if margin is not None else pacing or "answers"
+        self._owns_redis = isinstance(redis, str)
+        self._redis: aioredis.Redis = (
+            aioredis.Redis.from_url(
+                redis,
+                socket_timeout=2.0,
+                socket_connect_timeout=2.0,
+                retry=Retry(NoBackoff(), 1),  # fail over soon; a re-sent acquire is safe
+            )
             if isinstance(redis, str)
             else redis
         )
-        self._owns_redis = isinstance(redis, str)
         self._rate = float(rate)
-        #: this process's latency-based margin (None: ``margin`` is fixed, nothing learned).
-        #: Its floor is 8 ms per second, not 3: a grant reaches its caller one Redis round
-        #: trip after Redis reserved it, and that leg jitters too (p99 10-20 ms measured with
-        #: 4 processes on 2 cores).
-        self.tuner = MarginTuner(floor=REDIS_FLOOR) if margin is None else None
+        #: pacing "margin": this process's latency-based margin (None: ``margin`` is fixed, or
+        #: pacing "answers"). Its floor is 8 ms per second, not 3: a grant reaches its caller
+        #: one Redis round trip after Redis reserved it, and that leg jitters too.
+        self.tuner = (
+            MarginTuner(floor=REDIS_FLOOR) if self.pacing == "margin" and margin is None else None
+        )
         self._fixed_margin = margin or 0.0
         self.slack = slack
         self.recovery = recovery
         self.min_fraction = min_fraction
+        self.cap = cap
         tag = f"{namespace}:{{{campaign_id}}}"
         self._keys = (f"{tag}:tat", f"{tag}:blocked", f"{tag}:penalty")
-        self._acquire_script = self._redis.register_script(_ACQUIRE)
-        self._penalize_script = self._redis.register_script(_PENALIZE)
+        self._answer_keys = [
+            f"{tag}:seq",
+            f"{tag}:order",
+            f"{tag}:released",
+            self._keys[0],
+            f"{tag}:last",
+            *self._keys[1:],
+            f"{tag}:promised",
+        ]
+        #: this limiter's name in Redis (for the BULK promises it holds)
+        self._owner = uuid.uuid4().hex
+        self._acquire_script = self._redis.register_script(MARGIN_ACQUIRE)
+        self._penalize_script = self._redis.register_script(PENALIZE)
+        self._answers_script = self._redis.register_script(ANSWERS)
         self._fallback = (
-            RateLimiter(fallback_rate, clock=clock, sleep=sleep) if fallback_rate else None
+            RateLimiter(fallback_rate, pacing=self.pacing, clock=clock, sleep=sleep)
+            if fallback_rate
+            else None
         )
         self.retry_interval = retry_interval
         self._down_until = -float("inf")
         self._was_down = False
+        self._switched_at = -float("inf")
+        self._closed = False
         self._clock = clock
         self._sleep = sleep
         self._bulk_lock: asyncio.Lock | None = None
-        #: Seconds per Redis round trip of the last acquires (for the benchmark).
+        self._fallback_lock: asyncio.Lock | None = None
+        self._resume_lock: asyncio.Lock | None = None
+        self._fallback_grants: set[_FallbackGrant] = set()
+        self._fallback_released = -float("inf")
+        #: the shared answer clock (pacing "answers")
+        self.answers = (
+            AnswerClockClient(
+                self._reserve_answers, cap=cap, clock=clock, sleep=sleep, transient=_TRANSIENT
+            )
+            if self.pacing == "answers"
+            else None
+        )
+        #: seconds per Redis round trip of the last acquires (for the benchmark)
         self.redis_latencies: collections.deque[float] = collections.deque(maxlen=100_000)
         self.grants = 0
         self.fallback_grants = 0
-        #: grants woken too late to send, which took a fresh slot instead
+        #: pacing "margin": grants woken too late to send, which took a fresh slot instead
         self.late_requeues = 0
         self.throttles = 0
         self.rate_cuts = 0
@@ -221,22 +196,152 @@ class RedisRateLimiter:
         return self._rate
 
     async def aclose(self) -> None:
-        if self._owns_redis:
-            await self._redis.aclose()
+        """Stop this process's drivers and flusher (reporting what is left, briefly), and
+        close the Redis client if this limiter made it (from a URL)."""
+        self._closed = True
+        try:
+            if self.answers is not None:
+                await self.answers.aclose()
+            fallback_close = getattr(self._fallback, "aclose", None)
+            if fallback_close is not None:
+                await fallback_close()
+        finally:
+            if self._owns_redis:
+                await self._redis.aclose()
 
     def _ttl_ms(self) -> int:
         return int(60_000 + 2000 / self._rate)
 
-    async def _run(self, script: Any, keys: tuple[str, ...], args: list[Any]) -> Any:
+    async def _run(self, script: Any, keys: Any, args: list[Any], timed: bool = True) -> Any:
         started = time.perf_counter()
         result = await script(keys=list(keys), args=args)
-        self.redis_latencies.append(time.perf_counter() - started)
+        if timed:
+            self.redis_latencies.append(time.perf_counter() - started)
         return result
 
     def observe(self, round_trip: float) -> None:
-        """One request's round trip (s): its spread sets this process's margin."""
+        """One request's round trip (s): pacing "margin" learns its margin from the spread.
+        (Pacing "answers" measures round trips through its grants.)"""
         if self.tuner is not None:
             self.tuner.observe(round_trip)
+
+    # -- acquire ------------------------------------------------------------------------
+
+    async def acquire(self, priority: Priority = Priority.HIGH) -> Grant | None:
+        """Wait for one slot of the campaign's budget. Pacing "answers" returns the
+        :class:`RedisGrant` to report the request's fate to; a fallback grant is returned
+        too, for the local limiter."""
+        if self._closed:
+            raise RateLimiterUnavailableError("the rate limiter is closed")
+        if self._fallback is not None and self._clock() < self._down_until:
+            return await self._acquire_fallback(priority)
+        try:
+            if self._was_down and not await self._resume():
+                return await self._acquire_fallback(priority)
+            if self.answers is None:
+                await self._acquire_margin(priority)
+                return None
+            grant = await self.answers.acquire(priority)
+        except _TRANSIENT as exc:
+            return await self._redis_down(exc, priority)
+        if grant is None:
+            if self._closed:
+                raise RateLimiterUnavailableError("the rate limiter is closed")
+            return await self._redis_down(self.answers.error, priority)
+        self.grants += 1
+        return grant
+
+    async def _reserve_answers(self, ask: Ask) -> Reply:
+        """The answers script's round trip (see :data:`postman_async._redis_lua.ANSWERS`)."""
+        args = [
+            self._rate,
+            int(WINDOW * 1e6),
+            int(self.cap * 1e6),
+            int(self.recovery * 1e6),
+            self._ttl_ms(),
+            ask.want,
+            int(ask.bulk),
+            int(self.slack * 1e6),
+            int(CATCH_UP * 1e6),
+            max(0, int(ask.waited * 1e6)),
+            self._owner,
+            len(ask.confirm),
+            *ask.confirm,
+            *ask.reports,
+        ]
+        reply = await self._run(
+            self._answers_script, self._answer_keys, args, timed=bool(ask.want or ask.confirm)
+        )
+        # Redis read its clock before it answered: a wait counted from now is never early.
+        back = self._clock()
+        status, wait_us, redis_now, confirmed = (int(x) for x in reply[:4])
+        first = 4 + 2 * confirmed
+        slots = []
+        for i in range(first, len(reply), 3):
+            grant_id, at_us, why = int(reply[i]), int(reply[i + 1]), int(reply[i + 2])
+            slots.append(Slot(grant_id, back + max(0, at_us - redis_now) / 1e6, at_us, why))
+        return Reply(status, wait_us / 1e6, {int(x) for x in reply[4:first:2]}, slots)
+
+    async def _redis_down(self, exc: BaseException | None, priority: Priority) -> Grant | None:
+        if self._fallback is None:
+            raise RateLimiterUnavailableError(
+                f"the shared rate limiter (Redis) is unavailable: {type(exc).__name__}; "
+                "not sending, so as not to exceed the campaign's budget"
+            ) from exc
+        now = self._clock()
+        if not self._was_down:
+            logger.warning(
+                "Redis unavailable (%s): falling back to a local share of %.2f/s",
+                type(exc).__name__,
+                self._fallback.rate,
+            )
+            self._was_down = True
+            self._switched_at = now
+        self._down_until = max(self._down_until, now + self.retry_interval)
+        return await self._acquire_fallback(priority)
+
+    def _shared_horizon(self) -> float:
+        """When this process's shared grants passed the server's limiter, at the latest."""
+        if self.answers is None:
+            return self._switched_at  # pacing "margin": grants are due by now
+        return self.answers.horizon()
+
+    def _fallback_horizon(self) -> float:
+        latest = self._fallback_released
+        for grant in self._fallback_grants:
+            latest = max(latest, grant.deadline)
+        return latest
+
+    async def _acquire_fallback(self, priority: Priority) -> Grant | None:
+        assert self._fallback is not None
+        if self._fallback_lock is None:
+            self._fallback_lock = asyncio.Lock()
+        async with self._fallback_lock:  # one caller waits out the switch; the rest queue
+            while (left := self._shared_horizon() + WINDOW - self._clock()) > 0:
+                await self._sleep(min(left, 0.05))  # re-checked: answers move it earlier
+        inner = await self._fallback.acquire(priority)
+        self.fallback_grants += 1
+        grant = _FallbackGrant(self, inner, self._clock())
+        self._fallback_grants.add(grant)
+        return grant
+
+    async def _resume(self) -> bool:
+        """Back from the fallback: pause the campaign until our fallback grants passed the
+        server plus a window. False: Redis is still taken for down."""
+        if self._resume_lock is None:
+            self._resume_lock = asyncio.Lock()
+        async with self._resume_lock:
+            if not self._was_down:
+                return True
+            if self._fallback is not None and self._clock() < self._down_until:
+                return False
+            pause = max(0.0, self._fallback_horizon() - self._clock()) + WINDOW
+            await self._penalize_shared(pause, None, pause_only=True)
+            self._was_down = False
+            logger.info("Redis is back: shared rate limiting resumed")
+            return True
+
+    # -- pacing "margin" ------------------------------------------------------------------
 
     def _margin_args(self) -> list[Any]:
         """Local margin, learn flag, ceiling, floor, hold and half-life, for the scripts."""
@@ -277,42 +382,7 @@ class RedisRateLimiter:
         self.late_requeues += 1
         return False
 
-    async def acquire(self, priority: Priority = Priority.HIGH) -> None:
-        if self._clock() < self._down_until and self._fallback is not None:
-            await self._acquire_fallback(priority)
-            return
-        try:
-            await self._acquire_shared(priority)
-        except (RedisError, OSError) as exc:
-            if self._fallback is None:
-                raise RateLimiterUnavailableError(
-                    f"the shared rate limiter (Redis) is unavailable: {type(exc).__name__}; "
-                    "not sending, so as not to exceed the campaign's budget"
-                ) from exc
-            logger.warning(
-                "Redis unavailable (%s): falling back to a local share of %.2f/s",
-                type(exc).__name__,
-                self._fallback.rate,
-            )
-            self._down_until = self._clock() + self.retry_interval
-            if not self._was_down:
-                # Shared grants of the last second may be up to the whole rate: keep our
-                # local grants out of that window.
-                self._fallback.pause(1.0)
-            self._was_down = True
-            await self._acquire_fallback(priority)
-
-    async def _acquire_fallback(self, priority: Priority) -> None:
-        assert self._fallback is not None
-        await self._fallback.acquire(priority)
-        self.fallback_grants += 1
-
-    async def _acquire_shared(self, priority: Priority) -> None:
-        if self._was_down:
-            # Back from the fallback: keep our recent local grants out of every shared window.
-            await self._penalize_shared(1.0, None, pause_only=True)
-            self._was_down = False
-            logger.info("Redis is back: shared rate limiting resumed")
+    async def _acquire_margin(self, priority: Priority) -> None:
         late = 0
         if priority == Priority.HIGH:
             while True:
@@ -341,20 +411,25 @@ class RedisRateLimiter:
             return True
         return False
 
+    # -- 429s -----------------------------------------------------------------------------
+
     async def penalize(self, delay: float, *, retry_after: float | None = None) -> None:
-        """A 429 seen by this process: pause every process of the campaign for ``delay`` s;
-        widen the shared margin if that can cure it, else halve the shared rate."""
+        """A 429 seen by this process: pause every process of the campaign for ``delay`` s.
+        Pacing "answers": halve the shared rate (a competitor or a cut: the answer clock
+        already rules jitter out). Pacing "margin": widen the shared margin if that can cure
+        it, else halve the shared rate."""
         if self._fallback is not None:
             await self._fallback.penalize(delay, retry_after=retry_after)
         try:
             await self._penalize_shared(delay, retry_after)
-        except (RedisError, OSError) as exc:
+        except _TRANSIENT as exc:
             logger.warning("could not share a 429 back-off through Redis: %s", exc)
 
     async def _penalize_shared(
         self, delay: float, retry_after: float | None, *, pause_only: bool = False
     ) -> None:
         self.throttles += not pause_only
+        margin_args = self._margin_args() if self.answers is None else [0, 0, 0, 0, 1, 1]
         halved = await self._run(
             self._penalize_script,
             self._keys[1:],
@@ -365,8 +440,62 @@ class RedisRateLimiter:
                 self._ttl_ms(),
                 int(not pause_only),
                 -1 if retry_after is None else int(retry_after * 1e6),
-                *self._margin_args(),
+                *margin_args,
                 int(margin_rules.WINDOW_RETRY_AFTER * 1e6),
             ],
+            timed=False,
         )
         self.rate_cuts += int(halved)
+
+
+class _FallbackGrant:
+    """A grant of the local fallback limiter: passed on to its own grant (if any), and
+    followed so that going back to Redis keeps the campaign out of the windows it used."""
+
+    __slots__ = ("_inner", "_owner", "due", "released_at", "written_at")
+
+    def __init__(self, owner: RedisRateLimiter, inner: Grant | None, due: float) -> None:
+        self._owner = owner
+        self._inner = inner
+        self.due = due
+        self.written_at: float | None = None
+        self.released_at: float | None = None
+
+    @property
+    def deadline(self) -> float:
+        if self.released_at is not None:
+            return self.released_at
+        start = self.written_at if self.written_at is not None else self.due
+        return start + self._owner.cap
+
+    def _settle(self, released: float | None) -> None:
+        owner = self._owner
+        owner._fallback_grants.discard(self)
+        if released is not None:
+            self.released_at = released
+            owner._fallback_released = max(owner._fallback_released, released)
+
+    def written(self) -> None:
+        if self.written_at is None and self in self._owner._fallback_grants:
+            self.written_at = self._owner._clock()
+        if self._inner is not None:
+            self._inner.written()
+
+    def answered(self) -> None:
+        if self in self._owner._fallback_grants:
+            self._settle(self._owner._clock())
+        if self._inner is not None:
+            self._inner.answered()
+
+    def lost(self) -> None:
+        if self in self._owner._fallback_grants:
+            start = self.written_at if self.written_at is not None else self.due
+            self._settle(min(self._owner._clock(), start + self._owner.cap))
+        if self._inner is not None:
+            self._inner.lost()
+
+    def unsent(self) -> None:
+        if self in self._owner._fallback_grants:
+            self._settle(None)
+        if self._inner is not None:
+            self._inner.unsent()

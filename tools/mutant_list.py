@@ -96,7 +96,8 @@ MUTANTS: list[Mutant] = [
     M(
         "epochs_restart_after_loss",
         "postman_async/jobs/_lua.py",
-        "if epoch <= now then  -- from Redis's clock: a lost job's incarnation never reuses an epoch",
+        "if epoch <= now then  -- from Redis's clock: a lost job's incarnation never reuses"
+        " an epoch",
         "if false then",
         (f"{JOBS}/test_journal_scripts.py",),
         "a job submitted again after Redis lost it hands out its lost incarnation's epochs",
@@ -282,6 +283,22 @@ MUTANTS: list[Mutant] = [
         "@attrs.define",
         ("tests/unit/test_client_http.py", "tests/integration/test_orchestrator.py"),
         "two meters with equal counts merge into one: a run's calls by purpose undercount",
+    ),
+    M(
+        "redis_answers_ignored",
+        "postman_async/_redis_answers.py",
+        "        self._settle(max(start, now - self._clock.credit))",
+        "        self._settle(self.due)",
+        ("tests/distributed/test_redis_limiter.py",),
+        "the Redis limiter counts a request released at its slot, not at its answer",
+    ),
+    M(
+        "redis_lost_answer_at_once",
+        "postman_async/_redis_answers.py",
+        "        self._settle(min(now, start + self._clock.cap))",
+        "        self._settle(start)",
+        ("tests/distributed/test_redis_limiter.py",),
+        "the Redis limiter releases a lost answer at its write, not write + cap",
     ),
     # -- uncertain outcomes (reports.py) ------------------------------------------------------
     M(

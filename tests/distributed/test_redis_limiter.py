@@ -146,6 +146,29 @@ async def test_an_unanswered_grant_holds_its_successor_until_its_deadline(
         await alive.aclose()
 
 
+async def test_a_lost_answer_counts_until_it_is_given_up_on(redis_server: RedisServer) -> None:
+    """A request written, then given up on 0.4 s later (a timeout: no answer will come)
+    passed the server by then at the latest: the R-th grant after it waits until that + 1 s,
+    not its write + 1 s."""
+    limiter = RedisRateLimiter(redis_server.url, campaign_id="lost", rate=2, cap=2.0)
+    try:
+        timed_out = await limiter.acquire()
+        assert isinstance(timed_out, RedisGrant)
+        timed_out.written()
+        await asyncio.sleep(0.4)
+        timed_out.lost()
+        other = await limiter.acquire()
+        assert isinstance(other, RedisGrant)
+        other.written()
+        other.answered()
+        held = await limiter.acquire()  # R = 2: gated by the lost one
+        assert isinstance(held, RedisGrant)
+        # On Redis's clock: at least the lost one's slot + 0.4 s + the window.
+        assert held.slot.at_us >= timed_out.slot.at_us + int((0.4 + WINDOW) * 1e6)
+    finally:
+        await limiter.aclose()
+
+
 # -- the budget, the lanes -------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ every POST it processed)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,9 +33,12 @@ EXIT_LOST = 9
 HTTP_TIMEOUT = 2.0
 
 
-def cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(redis_url: str, *args: str, cache: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``postman-async job ...``; ``cache``: another host's cache (none of this one's job
+    records), so only what Redis holds can tell a lost job."""
     command = [sys.executable, "-m", "postman_async", "job", *args, "--redis", redis_url]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)} if cache is not None else None
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
 
 
 async def evict_until_gone(redis: aioredis.Redis, key: str) -> None:
@@ -103,6 +107,15 @@ async def lose_and_resubmit(
         return status.returncode == EXIT_LOST and LOST_MESSAGE in status.stderr
 
     await wait_for_condition(told_lost, "job status to say lost")
+    if loss != "flushall, workers restarted":  # then no worker remembers it: only this host
+
+        async def told_elsewhere() -> bool:  # a host with no record: the workers' tombstone
+            status = await asyncio.to_thread(
+                cli, job_redis.url, "status", "j1", cache=tmp_path / "other-host"
+            )
+            return status.returncode == EXIT_LOST
+
+        await wait_for_condition(told_elsewhere, "another host's job status to say lost")
 
     # The same submit, at the workers' full rate: it reads all 40 IDs before any POST.
     again = await asyncio.to_thread(cli, job_redis.url, *submit, "--rate-limit", "1000")

@@ -39,6 +39,20 @@ return 1
 """
 )
 
+#: KEYS: the job's prefix, its tombstone. ARGV: reason, by, created_ms ('' unknown), ttl_s,
+#: the lost incarnation's marker. Writes the tombstone and marks the meta lost, unless the
+#: meta is another incarnation's (the job was already submitted again): returns 0 then.
+MARK_LOST = """
+local meta = KEYS[1] .. ':meta'
+local m = redis.call('HGET', meta, 'marker')
+if m and m ~= ARGV[5] then return 0 end
+redis.call('HSET', KEYS[2], 'reason', ARGV[1], 'by', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[2], 'created_ms', ARGV[3]) end
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
+if redis.call('HEXISTS', meta, 'chunks') == 1 then redis.call('HSET', meta, 'lost', ARGV[1]) end
+return 1
+"""
+
 #: ARGV: expected position, new position, then (chunk, id, baseline, error_result) per item.
 #: Returns {1, position}, {-1, position} (another producer moved on), {-2, position} (sealed).
 SUBMIT = """

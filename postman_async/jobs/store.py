@@ -132,6 +132,7 @@ class JobStore:
                 "FINISH_CHUNK",
                 "CLAIM_STALLED",
                 "LEASE_COUNT",
+                "MARK_LOST",
             )
         }
 
@@ -198,18 +199,15 @@ class JobStore:
         """The job's tombstone: written when a worker finds the job's data gone."""
         return f"{self.namespace}:lost:{{{self.job_id}}}"
 
-    async def mark_lost(self, *, reason: str, created_ms: int | None, by: str) -> None:
+    async def mark_lost(self, *, reason: str, created_ms: int | None, by: str, marker: str) -> bool:
         """Record that Redis lost this job's data (kept 30 days, apart from the job's keys,
-        so that ``job status`` tells it and a re-submission reads before it POSTs)."""
-        fields = {"reason": reason, "by": by}
-        if created_ms is not None:
-            fields["created_ms"] = str(created_ms)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.lost_key, mapping=fields)
-            pipe.expire(self.lost_key, LOST_TTL)
-            if await self.redis.hexists(self.key("meta"), "chunks"):
-                pipe.hset(self.key("meta"), "lost", reason)
-            await pipe.execute()
+        so that ``job status`` tells it and a re-submission reads before it POSTs). ``marker``
+        names the lost incarnation: a job already submitted again under the same ID is not
+        marked (False)."""
+        args: list[str | int] = [reason, by, "" if created_ms is None else str(created_ms)]
+        args += [LOST_TTL, marker]
+        done = await self._scripts["MARK_LOST"](keys=[self.prefix, self.lost_key], args=args)
+        return bool(done)
 
     async def refuse(self, worker: str, reason: str) -> None:
         """Record that ``worker`` refused the job (``job status`` shows it)."""

@@ -188,9 +188,12 @@ class WorkerContext:
 
     async def lost(self, store: JobStore, reason: str) -> ChunkStatus:
         """Record and tell (once) that Redis lost ``store``'s job."""
-        _, created_ms = self.known.pop(store.job_id, ("", 0))
-        await store.mark_lost(reason=reason, created_ms=created_ms or None, by=self.owner)
-        self._tell_once(store.job_id, "lost", str(JobLostError(store.job_id, reason)))
+        marker, created_ms = self.known.pop(store.job_id, ("", 0))
+        marked = await store.mark_lost(
+            reason=reason, created_ms=created_ms or None, by=self.owner, marker=marker
+        )
+        if marked:  # else it was already submitted again: the new job is not ours to mark
+            self._tell_once(store.job_id, "lost", str(JobLostError(store.job_id, reason)))
         return ChunkStatus.LOST_DATA
 
     async def check_known(self) -> None:

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from postman_async import cli
-from postman_async.jobs import JobCorruptError, JobSettings, JobStore
+from postman_async.jobs import JobCorruptError, JobLostError, JobSettings, JobStore
 
 SETTINGS = JobSettings(campaign_id="campaign_a", chunks=1, lease_ttl=5.0)
 
@@ -106,3 +106,23 @@ def test_a_corrupt_job_can_still_be_cancelled(job_redis: Any) -> None:
             await redis.aclose()
 
     assert asyncio.run(flag()) == b"1"
+
+
+async def test_a_late_loss_report_does_not_mark_the_job_submitted_again(
+    redis: aioredis.Redis,
+) -> None:
+    """A worker tells of a lost incarnation after the job was submitted again under its ID:
+    the new job is not marked lost (it would refuse to run: seen as a 409 in the FastAPI
+    example), and the lost one is still marked when its meta is its own."""
+    lost = await job(redis, ["m1"])
+    await lost.settings()
+    old_marker = lost.marker
+    async for key in redis.scan_iter(match=f"{lost.prefix}:*"):
+        await redis.delete(key)
+    again = await job(redis, ["m1"])
+    assert not await lost.mark_lost(reason="gone", created_ms=1, by="w1", marker=old_marker)
+    assert await again.settings() is not None  # not lost
+    await again.settings()
+    assert await again.mark_lost(reason="gone", created_ms=2, by="w1", marker=again.marker)
+    with pytest.raises(JobLostError):
+        await again.settings()

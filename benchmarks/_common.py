@@ -37,3 +37,30 @@ async def sim_stats(base_url: str, campaign: str, *, times: bool = False) -> dic
     async with aiohttp.ClientSession() as session, session.get(url, params=params) as resp:
         data: dict[str, Any] = await resp.json()
         return data
+
+
+def stopper(pid: int, seed: int) -> None:
+    """SIGSTOP ``pid`` for 300 ms every 0.3-1.5 s, until it is gone (run it in a process of
+    its own: a stalled machine, for the CPU-starvation benchmarks)."""
+    import os
+    import random
+    import signal
+    import time
+
+    rng = random.Random(seed)
+    while True:
+        time.sleep(rng.uniform(0.3, 1.5))
+        try:
+            os.kill(pid, signal.SIGSTOP)
+            time.sleep(0.3)
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            return
+
+
+def burn(deadline: float) -> None:
+    """Keep a core busy until ``deadline`` (``time.monotonic``)."""
+    import time
+
+    while time.monotonic() < deadline:
+        pass

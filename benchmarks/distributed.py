@@ -34,7 +34,6 @@ import contextlib
 import json
 import multiprocessing
 import os
-import random
 import shutil
 import signal
 import socket
@@ -52,7 +51,7 @@ from postman_async.errors import PostmanError
 from postman_async.testing import SimulatorProcess
 from postman_async.testing.process import free_port
 
-from ._common import sim_stats, table
+from ._common import burn, sim_stats, stopper, table
 from .network import CASES, TARGETS
 
 #: achieved rate through Redis, as a share of the in-process target
@@ -177,24 +176,6 @@ def redis_server() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-
-
-def _stopper(pid: int, seed: int) -> None:
-    """SIGSTOP ``pid`` for 300 ms every 0.3-1.5 s, until it is gone."""
-    rng = random.Random(seed)
-    while True:
-        time.sleep(rng.uniform(0.3, 1.5))
-        try:
-            os.kill(pid, signal.SIGSTOP)
-            time.sleep(0.3)
-            os.kill(pid, signal.SIGCONT)
-        except ProcessLookupError:
-            return
-
-
-def _burn(deadline: float) -> None:
-    while time.monotonic() < deadline:
-        pass
 
 
 def _worker_main(queue: Any, *args: Any) -> None:
@@ -351,10 +332,10 @@ async def run(
             if starve:
                 deadline = time.monotonic() + seconds + 30
                 helpers += [
-                    ctx.Process(target=_burn, args=(deadline,)) for _ in range(os.cpu_count() or 2)
+                    ctx.Process(target=burn, args=(deadline,)) for _ in range(os.cpu_count() or 2)
                 ]
                 helpers += [
-                    ctx.Process(target=_stopper, args=(proc.pid, index))
+                    ctx.Process(target=stopper, args=(proc.pid, index))
                     for index, proc in enumerate(procs)
                 ]
                 for helper in helpers:

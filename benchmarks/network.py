@@ -21,7 +21,6 @@ import contextlib
 import json
 import multiprocessing
 import os
-import random
 import signal
 import sys
 import time
@@ -34,7 +33,7 @@ from aiolimiter import AsyncLimiter
 from postman_async import PostmanClient, Priority, RateLimiter
 from postman_async.errors import PostmanError
 
-from ._common import sim_stats, simulator_process
+from ._common import burn, sim_stats, simulator_process, stopper
 
 HERE = Path(__file__).resolve().parent
 #: name -> simulator network arguments (2 ms one-way base delay on both legs)
@@ -111,34 +110,17 @@ def _summary(limiter: str, case: str, stats: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _stopping(pid: int, rng: random.Random) -> Iterator[list[float]]:
-    """SIGSTOP ``pid`` for 300 ms every 0.3-1.5 s (in a thread-free child), until exit."""
-    stops: list[float] = []
-
-    def stopper() -> None:
-        while True:
-            time.sleep(rng.uniform(0.3, 1.5))
-            try:
-                os.kill(pid, signal.SIGSTOP)
-                time.sleep(0.3)
-                os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                return
-
-    process = multiprocessing.Process(target=stopper, daemon=True)
+def _stopping(pid: int, seed: int) -> Iterator[None]:
+    """``pid`` SIGSTOPped for 300 ms at random moments while in the block."""
+    process = multiprocessing.Process(target=stopper, args=(pid, seed), daemon=True)
     process.start()
     try:
-        yield stops
+        yield
     finally:
         process.kill()
         process.join()
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
-
-
-def _burn(deadline: float) -> None:
-    while time.monotonic() < deadline:
-        pass
 
 
 def _run_batch(jobs: list[tuple[str, str]], calls: int, parallel: int, starve: bool) -> list[Any]:
@@ -158,7 +140,7 @@ def _run_batch(jobs: list[tuple[str, str]], calls: int, parallel: int, starve: b
         if starve:
             deadline = time.monotonic() + 4 * calls / 10 + 60
             burners = [
-                ctx.Process(target=_burn, args=(deadline,)) for _ in range(os.cpu_count() or 2)
+                ctx.Process(target=burn, args=(deadline,)) for _ in range(os.cpu_count() or 2)
             ]
             for burner in burners:
                 burner.start()
@@ -166,7 +148,7 @@ def _run_batch(jobs: list[tuple[str, str]], calls: int, parallel: int, starve: b
             if starve:
                 for index, proc in enumerate(procs):
                     assert proc.pid is not None
-                    stack.enter_context(_stopping(proc.pid, random.Random(index)))
+                    stack.enter_context(_stopping(proc.pid, index))
             for (name, case), queue, proc in zip(group, queues, procs, strict=True):
                 stats = queue.get(timeout=4 * calls / 10 + 120)
                 proc.join()

@@ -3,8 +3,9 @@ numbers written back go through ``string.format('%d')`` so no precision is lost.
 
 from __future__ import annotations
 
-# The margin that 429s taught, shared by every process (fields m, mat of the penalty hash),
-# decayed as in postman_async.margin; and the share of the rate in force after a 429.
+# Every script's preamble: the margin that 429s taught, shared by every process (fields m,
+# mat of the penalty hash), decayed as in postman_async.margin; the share of the rate in
+# force after a 429; and ``now``, Redis's TIME in µs.
 _COMMON = """
 local function learned(pen, now, floor, hold, half_life)
   local m = tonumber(pen[3] or '') or floor
@@ -21,6 +22,8 @@ local function fraction_at(pen, now, recovery)
   return fraction
 end
 local function int(x) return string.format('%d', x) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 """
 
 # pacing="margin". KEYS: tat, blocked, penalty. ARGV: base_interval_us, slack_us, bulk (0/1),
@@ -29,8 +32,6 @@ local function int(x) return string.format('%d', x) end
 MARGIN_ACQUIRE = (
     _COMMON
     + """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local base = tonumber(ARGV[1])
 local slack = tonumber(ARGV[2])
 local bulk = tonumber(ARGV[3])
@@ -63,8 +64,6 @@ return {1, slot - now}
 PENALIZE = (
     _COMMON
     + """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local delay = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[4]) + math.floor(tonumber(ARGV[3]) / 1000)
 local blocked = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -131,8 +130,6 @@ return 1
 ANSWERS = (
     _COMMON
     + """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local rate = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])

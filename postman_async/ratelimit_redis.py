@@ -55,7 +55,9 @@ import uuid
 from typing import Any, Literal
 
 from . import margin as margin_rules
-from ._redis_answers import AnswerClockClient, Ask, RedisGrant, Reply, Slot
+from ._redis_answers import AnswerClockClient
+from ._redis_fallback import FallbackGrant
+from ._redis_grants import Ask, RedisGrant, Reply, Slot
 from ._redis_lua import ANSWERS, MARGIN_ACQUIRE, PENALIZE
 from .answer_clock import CAP
 from .errors import RateLimiterUnavailableError
@@ -172,7 +174,7 @@ class RedisRateLimiter:
         self._bulk_lock: asyncio.Lock | None = None
         self._fallback_lock: asyncio.Lock | None = None
         self._resume_lock: asyncio.Lock | None = None
-        self._fallback_grants: set[_FallbackGrant] = set()
+        self._fallback_grants: set[FallbackGrant] = set()
         self._fallback_released = -float("inf")
         #: the shared answer clock (pacing "answers")
         self.answers = (
@@ -321,7 +323,7 @@ class RedisRateLimiter:
                 await self._sleep(min(left, 0.05))  # re-checked: answers move it earlier
         inner = await self._fallback.acquire(priority)
         self.fallback_grants += 1
-        grant = _FallbackGrant(self, inner, self._clock())
+        grant = FallbackGrant(self, inner, self._clock())
         self._fallback_grants.add(grant)
         return grant
 
@@ -446,56 +448,3 @@ class RedisRateLimiter:
             timed=False,
         )
         self.rate_cuts += int(halved)
-
-
-class _FallbackGrant:
-    """A grant of the local fallback limiter: passed on to its own grant (if any), and
-    followed so that going back to Redis keeps the campaign out of the windows it used."""
-
-    __slots__ = ("_inner", "_owner", "due", "released_at", "written_at")
-
-    def __init__(self, owner: RedisRateLimiter, inner: Grant | None, due: float) -> None:
-        self._owner = owner
-        self._inner = inner
-        self.due = due
-        self.written_at: float | None = None
-        self.released_at: float | None = None
-
-    @property
-    def deadline(self) -> float:
-        if self.released_at is not None:
-            return self.released_at
-        start = self.written_at if self.written_at is not None else self.due
-        return start + self._owner.cap
-
-    def _settle(self, released: float | None) -> None:
-        owner = self._owner
-        owner._fallback_grants.discard(self)
-        if released is not None:
-            self.released_at = released
-            owner._fallback_released = max(owner._fallback_released, released)
-
-    def written(self) -> None:
-        if self.written_at is None and self in self._owner._fallback_grants:
-            self.written_at = self._owner._clock()
-        if self._inner is not None:
-            self._inner.written()
-
-    def answered(self) -> None:
-        if self in self._owner._fallback_grants:
-            self._settle(self._owner._clock())
-        if self._inner is not None:
-            self._inner.answered()
-
-    def lost(self) -> None:
-        if self in self._owner._fallback_grants:
-            start = self.written_at if self.written_at is not None else self.due
-            self._settle(min(self._owner._clock(), start + self._owner.cap))
-        if self._inner is not None:
-            self._inner.lost()
-
-    def unsent(self) -> None:
-        if self in self._owner._fallback_grants:
-            self._settle(None)
-        if self._inner is not None:
-            self._inner.unsent()

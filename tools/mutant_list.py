@@ -102,6 +102,14 @@ MUTANTS: list[Mutant] = [
         (f"{JOBS}/test_journal_scripts.py",),
         "a job submitted again after Redis lost it hands out its lost incarnation's epochs",
     ),
+    M(
+        "late_loss_marks_new_job",
+        "postman_async/jobs/_lua.py",
+        "if m and m ~= ARGV[5] then return 0 end\n",
+        "",
+        (f"{JOBS}/test_journal_scripts.py",),
+        "a worker's late report of a lost job marks the job submitted again under its ID",
+    ),
     # -- trust boundaries --------------------------------------------------------------------
     M(
         "pin_ignored",

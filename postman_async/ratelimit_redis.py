@@ -88,6 +88,26 @@ _TRANSIENT = (RedisError, OSError)
 Pacing = Literal["answers", "margin"]
 
 
+def _client(redis: aioredis.Redis | str) -> aioredis.Redis:
+    """The client given, or one for the URL given (then the limiter owns and closes it)."""
+    if not isinstance(redis, str):
+        return redis
+    return aioredis.Redis.from_url(
+        redis,
+        socket_timeout=2.0,
+        socket_connect_timeout=2.0,
+        retry=Retry(NoBackoff(), 1),  # fail over soon; a re-sent acquire is safe
+    )
+
+
+def _keys(tag: str) -> tuple[tuple[str, str, str], list[str]]:
+    """The campaign's keys (hash-tagged by campaign): those of the margin scripts (tat,
+    blocked, penalty), and those of the answers script."""
+    tat, blocked, penalty = f"{tag}:tat", f"{tag}:blocked", f"{tag}:penalty"
+    answers = [f"{tag}:seq", f"{tag}:order", f"{tag}:released", tat, f"{tag}:last"]
+    return (tat, blocked, penalty), [*answers, blocked, penalty, f"{tag}:promised"]
+
+
 class RedisRateLimiter:
     """Per-campaign limiter shared by every process through Redis. See the module docstring.
 
@@ -121,16 +141,7 @@ class RedisRateLimiter:
         #: "answers" (the default) or "margin" (also implied by a fixed ``margin``)
         self.pacing: Pacing = "margin" if margin is not None else pacing or "answers"
         self._owns_redis = isinstance(redis, str)
-        self._redis: aioredis.Redis = (
-            aioredis.Redis.from_url(
-                redis,
-                socket_timeout=2.0,
-                socket_connect_timeout=2.0,
-                retry=Retry(NoBackoff(), 1),  # fail over soon; a re-sent acquire is safe
-            )
-            if isinstance(redis, str)
-            else redis
-        )
+        self._redis: aioredis.Redis = _client(redis)
         self._rate = float(rate)
         #: pacing "margin": this process's latency-based margin (None: ``margin`` is fixed, or
         #: pacing "answers"). Its floor is 8 ms per second, not 3: a grant reaches its caller
@@ -143,17 +154,7 @@ class RedisRateLimiter:
         self.recovery = recovery
         self.min_fraction = min_fraction
         self.cap = cap
-        tag = f"{namespace}:{{{campaign_id}}}"
-        self._keys = (f"{tag}:tat", f"{tag}:blocked", f"{tag}:penalty")
-        self._answer_keys = [
-            f"{tag}:seq",
-            f"{tag}:order",
-            f"{tag}:released",
-            self._keys[0],
-            f"{tag}:last",
-            *self._keys[1:],
-            f"{tag}:promised",
-        ]
+        self._keys, self._answer_keys = _keys(f"{namespace}:{{{campaign_id}}}")
         #: this limiter's name in Redis (for the BULK promises it holds)
         self._owner = uuid.uuid4().hex
         self._acquire_script = self._redis.register_script(MARGIN_ACQUIRE)

@@ -110,6 +110,16 @@ MUTANTS: list[Mutant] = [
         (f"{JOBS}/test_journal_scripts.py",),
         "a worker's late report of a lost job marks the job submitted again under its ID",
     ),
+    M(
+        "late_slice_reports_latest_incarnation",
+        "postman_async/jobs/taskiq_app.py",
+        "            await self.lost(store, reason, incarnation)",
+        "            await self.lost(store, reason)",
+        (
+            f"{JOBS}/test_job_data_loss.py::test_a_slice_of_the_lost_job_ending_late_does_not_mark_the_job_submitted_again",
+        ),
+        "a slice of the lost job ending late reports the loss of the job submitted again",
+    ),
     # -- trust boundaries --------------------------------------------------------------------
     M(
         "pin_ignored",

@@ -161,7 +161,7 @@ class WorkerContext:
             await store.refuse(self.owner, refusal)
             self._tell_once(job_id, "refused", f"job {job_id} refused: {refusal}")
             return ChunkStatus.REFUSED
-        self.known[job_id] = (store.marker, store.created_ms)
+        incarnation = self.known[job_id] = (store.marker, store.created_ms)
         self.records.remember(job_id, store.marker, store.created_ms)
         campaign = self.config.campaigns[settings.campaign_id]
         try:
@@ -183,12 +183,21 @@ class WorkerContext:
             self._tell_once(job_id, "refused", f"job {job_id} refused: {reason}: {exc}")
             return ChunkStatus.REFUSED
         if status == ChunkStatus.LOST_DATA:
-            await self.lost(store, f"chunk {chunk} has fewer results than IDs submitted")
+            # The incarnation this slice ran: the job may have been submitted again meanwhile
+            # (and run here), and that one is not the one lost.
+            reason = f"chunk {chunk} has fewer results than IDs submitted"
+            await self.lost(store, reason, incarnation)
         return status
 
-    async def lost(self, store: JobStore, reason: str) -> ChunkStatus:
-        """Record and tell (once) that Redis lost ``store``'s job."""
-        marker, created_ms = self.known.pop(store.job_id, ("", 0))
+    async def lost(
+        self, store: JobStore, reason: str, incarnation: tuple[str, int] | None = None
+    ) -> ChunkStatus:
+        """Record and tell (once) that Redis lost ``store``'s job: ``incarnation`` (marker,
+        creation), or the last one this worker ran."""
+        latest = self.known.get(store.job_id, ("", 0))
+        marker, created_ms = incarnation or latest
+        if (marker, created_ms) == latest:
+            self.known.pop(store.job_id, None)
         marked = await store.mark_lost(
             reason=reason, created_ms=created_ms or None, by=self.owner, marker=marker
         )

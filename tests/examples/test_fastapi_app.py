@@ -171,7 +171,8 @@ async def test_a_job_lost_by_redis_is_410_and_resubmitting_its_jobid_posts_nothi
                     break
                 await asyncio.sleep(0.05)
             assert lost.status_code == 410 and "same jobId" in lost.text, lost.text
-            assert (await http.post("/retry-jobs", json=body)).status_code == 202
+            again = await http.post("/retry-jobs", json=body)
+            assert again.status_code == 202, again.text
             view = await finished(http, "nightly-7")
             lines = (await http.get("/retry-jobs/nightly-7/results")).text.splitlines()
             done = (await http.delete("/retry-jobs/nightly-7")).json()

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from postman_async.jobs import LOST_MESSAGE, JobStore
+from postman_async.jobs import LOST_MESSAGE, JobStore, submit_job, taskiq_app
+from postman_async.jobs.config import CampaignConfig, WorkerConfig
+from postman_async.jobs.runner import ChunkStatus
 
 from ..helpers import wait_for_condition
 from ..redis_server import RedisServer
@@ -163,3 +165,45 @@ async def test_without_read_first_a_resubmission_posts_again(
     )
     with pytest.raises(AssertionError, match="a second POST"):
         assert_against_ground_truth(results, set(simulator.ids), stats)
+
+
+@pytest.mark.simulator(messages=4)
+async def test_a_slice_of_the_lost_job_ending_late_does_not_mark_the_job_submitted_again(
+    redis: aioredis.Redis,
+    job_redis: RedisServer,
+    simulator: Sim,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker's slice of the lost incarnation ends (fewer results than IDs) after the job
+    was submitted again and this worker ran a chunk of the new one: the loss it reports is
+    its slice's, and the new job is not marked lost (seen as a 409 in the FastAPI example)."""
+
+    async def no_kick(job_id: str, chunk: int) -> None:
+        """Chunks are run by hand here."""
+
+    settings = simulator.settings(chunks=2)
+    real_run_chunk = taskiq_app.run_chunk
+    slices: list[str] = []
+
+    async def lost_slice(store: JobStore, *args: Any, **kwargs: Any) -> ChunkStatus:
+        slices.append(store.marker)
+        if len(slices) > 1:  # the new incarnation's chunk runs for real
+            return await real_run_chunk(store, *args, **kwargs)
+        await redis.flushall()  # meanwhile: Redis lost the job, and it is submitted again
+        await submit_job(redis, "twice", simulator.ids, settings, kick=no_kick)
+        assert await context.run("twice", 1) == ChunkStatus.DONE
+        return ChunkStatus.LOST_DATA
+
+    config = WorkerConfig.of(
+        [CampaignConfig(simulator.campaign_id, simulator.api_key, simulator.base_url, 1000.0)]
+    )
+    context = taskiq_app.WorkerContext(redis=aioredis.Redis.from_url(job_redis.url), config=config)
+    monkeypatch.setattr(taskiq_app, "run_chunk", lost_slice)
+    try:
+        await submit_job(redis, "twice", simulator.ids, settings, kick=no_kick)
+        assert await context.run("twice", 0) == ChunkStatus.LOST_DATA
+    finally:
+        await context.aclose()
+    again = JobStore(redis, "twice")
+    assert await again.settings() is not None  # not marked lost
+    assert slices[0] != slices[1] and context.known["twice"][0] == slices[1] == again.marker

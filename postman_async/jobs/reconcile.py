@@ -129,7 +129,8 @@ def decide_after_loss(
     The lost job may have retried it, and its journal is gone. More attempts than the
     input's known count (exact), or, without a known count, an attempt newer than the lost
     job's creation (``since_ms``, Redis time, less :data:`CLOCK_SKEW_MS`), means "retried
-    earlier": record it, never POST.
+    earlier": record it, never POST. Without a count and with the start unknown
+    (``since_ms`` 0), an ID still in ``failure`` is an error "outcome unknown", not re-sent.
     Still ``failure`` without such an attempt: the state to POST from (its attempt count
     becomes the intent's baseline). Anything else: recorded from the status."""
     if message is None:
@@ -139,6 +140,9 @@ def decide_after_loss(
     if base is not None and attempts is not None:
         if attempts > base:  # exact: the input's count was read before the lost job ran
             return _earlier(message_id, f"attempts {base} -> {attempts}")
+    elif since_ms <= 0:  # the lost job's start is unknown: no attempt's age can tell
+        if message.latest_status == MessageStatus.FAILURE:
+            return _unknown_start(message_id)
     else:
         for attempt in (message.attempts or ()) + (message.message_attempts or ()):
             created = attempt.created_at
@@ -147,6 +151,15 @@ def decide_after_loss(
     if message.latest_status == MessageStatus.FAILURE:
         return MessageState(message_id, MessageStatus.FAILURE, attempts)
     return _not_in_failure(message_id, message.latest_status)
+
+
+def _unknown_start(message_id: str) -> MessageResult:
+    return MessageResult(
+        message_id,
+        Outcome.ERROR,
+        "outcome unknown: Redis lost the job's data, and neither an attempt count nor the "
+        "lost job's start is known to tell whether it retried this; it was not re-sent",
+    )
 
 
 def _earlier(message_id: str, how: str) -> MessageResult:

@@ -187,7 +187,9 @@ class JobStore:
         if chunks is None and not tomb and count_ms is None:
             # Never created, or expired; or Redis lost everything and this host remembers it.
             return None if record is None else record.created_ms
-        return int(tomb.get(b"created_ms") or meta_ms or count_ms or 0)
+        known_ms = tomb.get(b"created_ms") or meta_ms or count_ms
+        # Remnants (a stale worker's counter) may name no creation; this host's record may.
+        return int(known_ms or (record.created_ms if record is not None else 0))
 
     async def _purge(self) -> None:
         """Delete what is left of a lost job (its keys cannot be trusted)."""

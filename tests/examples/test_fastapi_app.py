@@ -179,8 +179,9 @@ async def test_a_job_lost_by_redis_is_410_and_resubmitting_its_jobid_posts_nothi
     finally:
         await asyncio.to_thread(workers.stop_all)
     assert view["counts"] == {"retried": 40}, view
-    assert all(sim.posts.retries[i] == 1 for i in ids), "a second retry POST"
     results = {r["messageId"]: r for r in map(json.loads, lines)}
+    posts = {i: (sim.posts.retries[i], results[i]["detail"]) for i in ids}
+    assert all(n == 1 for n, _ in posts.values()), f"not one retry POST each: {posts}"
     assert all("retried earlier (found by read-back" in results[i]["detail"] for i in before)
     assert done["state"] == "finished"  # DELETE of a finished job changes nothing
 

@@ -5,6 +5,7 @@ fails at once (tools/mutants.py plants these)."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ import redis.asyncio as aioredis
 
 from postman_async import cli
 from postman_async.jobs import JobCorruptError, JobLostError, JobSettings, JobStore
+from postman_async.jobs.records_local import LocalJobRecords
 
 SETTINGS = JobSettings(campaign_id="campaign_a", chunks=1, lease_ttl=5.0)
 
@@ -126,3 +128,22 @@ async def test_a_late_loss_report_does_not_mark_the_job_submitted_again(
     assert await again.mark_lost(reason="gone", created_ms=2, by="w1", marker=again.marker)
     with pytest.raises(JobLostError):
         await again.settings()
+
+
+async def test_a_lost_job_told_by_a_worker_without_its_start_starts_from_this_hosts_record(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """Redis lost the job; a worker that never knew its start wrote the tombstone, and a
+    stale worker's counter recreated ``count`` (no creation time in either). Submitted
+    again, the job reads from the lost one's start as this host recorded it; a start of 0
+    would take every attempt for the lost job's retry."""
+    records = LocalJobRecords(redis, root=tmp_path)
+    lost = JobStore(redis, "stale-counter", records=records)
+    await lost.create(SETTINGS)
+    started = lost.created_ms
+    assert started > 0
+    await redis.flushall()
+    await redis.hincrby(lost.key("count"), "done", 1)  # a stale worker's result counter
+    assert await lost.mark_lost(reason="gone", created_ms=None, by="w2", marker="")
+    again = JobStore(redis, "stale-counter", records=records)
+    assert (await again.create(SETTINGS)).read_first_ms == started

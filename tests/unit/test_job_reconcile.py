@@ -87,3 +87,26 @@ def test_a_job_submitted_again_after_a_loss_reads_before_it_posts(
         assert isinstance(decided, MessageResult) and decided.outcome.value == expected
         if expected == "retried":
             assert "retried earlier (found by read-back" in decided.detail
+
+
+@pytest.mark.parametrize(
+    ("known", "read", "expected"),
+    [
+        (None, message(F, 1, BEFORE), "error"),  # no count, no start: nothing can tell
+        (None, message(F, 1, AT), "error"),
+        (None, message(S, 1, AT), "skipped_not_in_failure"),
+        (1, message(F, 2, BEFORE), "retried"),  # the count still decides
+        (1, message(F, 1, AT), "post"),
+    ],
+)
+def test_a_lost_job_whose_start_is_unknown_claims_no_retry_and_posts_nothing_blind(
+    known: int | None, read: Message, expected: str
+) -> None:
+    state = None if known is None else MessageState("m", F, known)
+    decided = decide_after_loss("m", read, since_ms=0, known=state)
+    if expected == "post":
+        assert isinstance(decided, MessageState) and decided.attempts == 1
+        return
+    assert isinstance(decided, MessageResult) and decided.outcome.value == expected
+    if expected == "error":
+        assert decided.applied is None and "outcome unknown" in decided.detail

@@ -120,6 +120,22 @@ MUTANTS: list[Mutant] = [
         ),
         "a slice of the lost job ending late reports the loss of the job submitted again",
     ),
+    M(
+        "unknown_start_claims_retried",
+        "postman_async/jobs/reconcile.py",
+        "    elif since_ms <= 0:",
+        "    elif False:",
+        ("tests/unit/test_job_reconcile.py",),
+        "a job submitted again with the lost job's start unknown reports every ID 'retried'",
+    ),
+    M(
+        "lost_start_ignores_host_record",
+        "postman_async/jobs/store.py",
+        "return int(known_ms or (record.created_ms if record is not None else 0))",
+        "return int(known_ms or 0)",
+        (f"{JOBS}/test_journal_scripts.py",),
+        "a lost job told without its start ignores this host's record of when it started",
+    ),
     # -- trust boundaries --------------------------------------------------------------------
     M(
         "pin_ignored",

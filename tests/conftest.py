@@ -25,6 +25,26 @@ from postman_async.testing import PostmanSimulator
 
 from .redis_server import RedisServer
 
+#: Where the long tests are (worker processes, subprocesses, a wheel build), longest first.
+#: They are started first, so that the short ones fill the workers' tails.
+SLOW_FIRST = (
+    "tests/packaging/",
+    "tests/jobs/",
+    "tests/examples/",
+    "tests/security/test_cli_leaks.py",
+    "tests/cli/",
+    "tests/distributed/",
+    "tests/integration/",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid
+        return next((i for i, p in enumerate(SLOW_FIRST) if path.startswith(p)), len(SLOW_FIRST))
+
+    items.sort(key=rank)  # stable: each group keeps its order
+
 
 class _NullStreamWriter:
     output_size = 0

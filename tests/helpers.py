@@ -60,6 +60,13 @@ def sim_time(sim: Any) -> dict[str, Any]:
     return {"clock": sim.clock, "sleep": sleep}
 
 
+def stopped_clock() -> float:
+    """A simulator clock that only :meth:`~PostmanSimulator.advance` moves: its lifecycle
+    cannot race the test however loaded the machine is (for tests that send few enough
+    requests that the simulator's rate windows need not pass)."""
+    return 0.0
+
+
 def settled_orchestrator(client: PostmanClient, sim: Any, **options: Any) -> RetryOrchestrator:
     """An orchestrator on the simulator's time (see :func:`sim_time`)."""
     return RetryOrchestrator(client, **{**sim_time(sim), **options})

@@ -13,12 +13,8 @@ from typing import Any
 
 from .._console import Output
 from ..converter import encode
-from ..demo import DemoOptions, progress_line, run_demo
 from ..errors import NotFoundError, PostmanError
 from ..models import Message, MessageStatus
-from ..testing.gateway import Faults
-from ..testing.network import Network
-from ..testing.simulator import PostmanSimulator, campaign_summary
 from ..validation import normalize_recipient
 from . import _send
 from ._common import MESSAGE_COLUMNS, client, message_row, when, write_lines
@@ -26,6 +22,11 @@ from ._exit import EXIT_NOT_FOUND, EXIT_PARTIAL, CliError
 
 
 async def cmd_demo(args: argparse.Namespace, out: Output) -> int:
+    # The demo and the simulator (aiohttp's server) are imported by their commands only:
+    # every other command starts faster.
+    from ..demo import DemoOptions, progress_line, run_demo
+    from ..testing.simulator import PostmanSimulator
+
     options = DemoOptions(
         messages=args.messages,
         rate=args.rate,
@@ -257,6 +258,10 @@ def _digits(search: str) -> str:
 
 
 async def cmd_simulator(args: argparse.Namespace, out: Output) -> int:
+    from ..testing.gateway import Faults
+    from ..testing.network import Network
+    from ..testing.simulator import PostmanSimulator, campaign_summary
+
     sim = PostmanSimulator(
         host=args.host,
         port=args.port,

@@ -16,6 +16,7 @@ from ..helpers import (
     client_for,
     fast_orchestrator,
     settled_orchestrator,
+    stopped_clock,
     wait_for_condition,
 )
 
@@ -224,7 +225,7 @@ async def test_retry_batch_exhausted_and_blocked_and_unknown(make_sim) -> None:
 
 
 async def test_wait_for_outcomes_reads_batches_in_bulk(make_sim) -> None:
-    sim = await make_sim(step_delays=(0.5, 0.5, 0.5, 0.5, 0.5))
+    sim = await make_sim(step_delays=(0.5, 0.5, 0.5, 0.5, 0.5), clock=stopped_clock)
     async with client_for(sim) as client:
         rows = [
             {"recipient": f"6591{i:06d}", "language": "english", "body": "x"} for i in range(1500)

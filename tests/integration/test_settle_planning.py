@@ -6,7 +6,7 @@ from __future__ import annotations
 import postman_async as pa
 from postman_async.testing.server_limits import max_in_window
 
-from ..helpers import client_for, fast_orchestrator, settled_orchestrator
+from ..helpers import client_for, fast_orchestrator, settled_orchestrator, stopped_clock
 
 DELAYS = (0.2, 0.1, 0.1, 0.2, 0.2)
 
@@ -17,7 +17,7 @@ async def _batch(client: pa.PostmanClient, recipients: list[str]) -> str:
 
 
 async def test_one_worthy_failure_among_unworthy_gets_a_single_retry(make_sim) -> None:
-    sim = await make_sim(step_delays=DELAYS)
+    sim = await make_sim(step_delays=DELAYS, clock=stopped_clock)
     async with client_for(sim) as client:
         batch_id = await _batch(client, ["6511112222", "6511111111", "6511113333", "6591234567"])
         settle = await settled_orchestrator(client, sim).retry_until_settled(
@@ -40,7 +40,7 @@ async def test_one_worthy_failure_among_unworthy_gets_a_single_retry(make_sim) -
 
 
 async def test_many_worthy_failures_get_one_batch_retry_and_the_report_says_why(make_sim):
-    sim = await make_sim(step_delays=DELAYS)
+    sim = await make_sim(step_delays=DELAYS, clock=stopped_clock)
     async with client_for(sim) as client:
         batch_id = await _batch(client, ["6511112222"] * 5 + ["6511111111"] * 2)
         settle = await settled_orchestrator(client, sim).retry_until_settled(
@@ -57,7 +57,7 @@ async def test_many_worthy_failures_get_one_batch_retry_and_the_report_says_why(
 
 
 async def test_reads_switch_to_gets_when_few_are_pending(make_sim) -> None:
-    sim = await make_sim(step_delays=DELAYS)
+    sim = await make_sim(step_delays=DELAYS, clock=stopped_clock)
     async with client_for(sim) as client:
         recipients = [f"6591{i:06d}" for i in range(2500)] + ["6511112222"]
         batch_id = await _batch(client, recipients)

@@ -10,8 +10,8 @@ import statistics
 import pytest
 
 from postman_async import cli
-from postman_async.cli import _basic as cli_basic
 from postman_async.testing import Network, PostmanSimulator
+from postman_async.testing import simulator as simulator_module
 
 from ..helpers import client_for
 
@@ -96,7 +96,7 @@ def test_cli_flags_build_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
         built.append(sim)
         raise Stop
 
-    monkeypatch.setattr(cli_basic, "PostmanSimulator", capture)
+    monkeypatch.setattr(simulator_module, "PostmanSimulator", capture)
     # The CLI's last-resort handler prints the unexpected error (masked) and exits 1.
     args = ["simulator", "--latency-ms", "5", "--jitter-ms", "40", "--jitter-dist", "lognormal"]
     assert cli.main(args) == 1

@@ -87,6 +87,16 @@ async def make_sim() -> AsyncIterator[Callable[..., Any]]:
         await sim.stop()
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """``XDG_CACHE_HOME`` of this test's own, inherited by the processes it starts: what
+    the CLI learns between runs and the hosts' job records are never the user's, and one
+    test's (an unfinished job a worker remembers) never steers another's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 # -- Redis for the job tests (tests/jobs, tests/examples) ---------------------------------
 
 

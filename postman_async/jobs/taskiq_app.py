@@ -153,7 +153,8 @@ class WorkerContext:
             return ChunkStatus.REFUSED
         except JobError as exc:
             if job_id in self.known:
-                return await self.lost(store, "its keys vanished while it ran")
+                reason = "its keys vanished while it ran"
+                return await self.lost(store, reason, self.known[job_id])
             logger.info("job %s: %s; task dropped", job_id, exc)
             return ChunkStatus.GONE
         refusal = self.config.refusal(settings.campaign_id, settings.base_url)
@@ -216,13 +217,15 @@ class WorkerContext:
                 store.key("meta"), ["marker", "finished_ms", "read_first_ms"]
             )
             if now_marker is None:
-                await self.lost(store, "its keys vanished while it ran")
+                await self.lost(store, "its keys vanished while it ran", (marker, created_ms))
             elif finished is not None:
                 self.known.pop(job_id, None)
                 self.records.forget(job_id)
             elif now_marker.decode() != marker:
                 self.known.pop(job_id, None)
-                if read_first is None:  # submitted again before the loss was recorded
+                # Submitted again before the loss was recorded (with a start of 0, unknown,
+                # its reads say "outcome unknown" for IDs in failure: no POST, no guess).
+                if read_first is None:
                     await self._redis.hsetnx(store.key("meta"), "read_first_ms", created_ms)
 
     @property

@@ -35,12 +35,3 @@ def workers(job_redis: RedisServer, simulator: Sim) -> Iterator[Workers]:
     pool = Workers(job_redis.url, simulator.api_key, simulator.campaign_id, simulator.base_url)
     yield pool
     pool.stop_all()
-
-
-@pytest.fixture(autouse=True)
-def local_records(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each test's job records (and the CLI's state) in a folder of its own, shared by the
-    test's worker processes and CLI runs, which inherit the environment."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))

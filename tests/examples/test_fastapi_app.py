@@ -150,10 +150,9 @@ async def test_a_job_lost_by_redis_is_410_and_resubmitting_its_jobid_posts_nothi
     """FLUSHALL mid-job: the caller's job is a 410, and POSTing the same ``jobId`` again
     reads each ID before any POST (no attempt counts here: the time rule decides)."""
     sim = await make_sim(rate_limit=20.0)
+    # Failed an hour ago (``create_message``'s default age): well before the job, beyond the
+    # time rule's 1 s clock-skew allowance.
     ids = [sim.create_message(outcome=FAILED).id for _ in range(40)]
-    # The failures must predate the job by more than the 1 s clock-skew allowance, or the
-    # time rule would (safely) take them for the lost job's retries.
-    await asyncio.sleep(1.5)
     workers = Workers(job_redis.url, sim.api_key, sim.campaign_id, sim.base_url)
     workers.start(concurrency=2)
     body = {"messageIds": ids, "jobId": "nightly-7"}
@@ -171,6 +170,8 @@ async def test_a_job_lost_by_redis_is_410_and_resubmitting_its_jobid_posts_nothi
                     break
                 await asyncio.sleep(0.05)
             assert lost.status_code == 410 and "same jobId" in lost.text, lost.text
+            # What told the loss (when it fails: the lost job's start the new one reads from)
+            tombs = [await redis.hgetall(k) async for k in redis.scan_iter(match="*:lost:*")]
             again = await http.post("/retry-jobs", json=body)
             assert again.status_code == 202, again.text
             view = await finished(http, "nightly-7")
@@ -178,7 +179,7 @@ async def test_a_job_lost_by_redis_is_410_and_resubmitting_its_jobid_posts_nothi
             done = (await http.delete("/retry-jobs/nightly-7")).json()
     finally:
         await asyncio.to_thread(workers.stop_all)
-    assert view["counts"] == {"retried": 40}, view
+    assert view["counts"] == {"retried": 40}, (view, tombs, lines[:2])
     results = {r["messageId"]: r for r in map(json.loads, lines)}
     posts = {i: (sim.posts.retries[i], results[i]["detail"]) for i in ids}
     assert all(n == 1 for n, _ in posts.values()), f"not one retry POST each: {posts}"

@@ -48,6 +48,19 @@ async def no_sleep(_: float) -> None:
     await asyncio.sleep(0)
 
 
+def backoff_until_listening(sim: Any) -> Callable[[float], Awaitable[None]]:
+    """A backoff sleep that returns at once while ``sim`` listens and, while it restarts,
+    when it listens again: retries spend nothing on how long a loaded machine takes to
+    restart it (with :func:`no_sleep` they could spend the whole retry budget)."""
+
+    async def sleep(_: float) -> None:
+        while not sim.listening:  # noqa: ASYNC110 - the simulator's restart sets it
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0)
+
+    return sleep
+
+
 def sim_time(sim: Any) -> dict[str, Any]:
     """``clock``/``sleep`` for an orchestrator that drives the simulator's time: each of its
     sleeps advances the simulator by that much, so polling sees the lifecycle move on without

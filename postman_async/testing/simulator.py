@@ -165,6 +165,11 @@ class PostmanSimulator:
         return self.campaign.api_keys[0]
 
     @property
+    def listening(self) -> bool:
+        """Whether it accepts connections (False while stopped or during :meth:`restart`)."""
+        return self._site is not None
+
+    @property
     def base_url(self) -> str:
         if self._site is None:
             raise RuntimeError("the simulator is not running")

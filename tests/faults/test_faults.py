@@ -21,7 +21,14 @@ import pytest
 import postman_async as pa
 from postman_async.testing import Faults, PostmanSimulator, send_key
 
-from ..helpers import assert_no_leftover_tasks, client_for, no_sleep, settled_orchestrator
+from ..helpers import (
+    assert_no_leftover_tasks,
+    backoff_until_listening,
+    client_for,
+    no_sleep,
+    settled_orchestrator,
+    wait_for_condition,
+)
 
 FAIL = (pa.MessageStatus.FAILURE, "delivery_error", "recipient_unavailable")
 OK = (pa.MessageStatus.SUCCESS, None, None)
@@ -82,12 +89,12 @@ async def test_retry_run_under_faults(name: str) -> None:
     ids = list(kinds) + list(kinds)[:10]  # with duplicates
     async with (
         sim,
-        client_for(sim, timeout=0.15, sleep=no_sleep) as client,
+        client_for(sim, timeout=0.15, sleep=backoff_until_listening(sim)) as client,
     ):
         run = asyncio.ensure_future(pa.RetryOrchestrator(client, concurrency=8).retry_messages(ids))
         sends = asyncio.ensure_future(_sends(client, 15))
-        if scenario.get("restart"):
-            await asyncio.sleep(0.15)
+        if scenario.get("restart"):  # mid-run: once the server has seen 20 requests
+            await wait_for_condition(lambda: len(sim.request_log) >= 20, "the run under way")
             await sim.restart(downtime=0.1)
         report = await run
         outcomes = await sends

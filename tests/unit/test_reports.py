@@ -12,7 +12,7 @@ import postman_async as pa
 from postman_async.reports import MessageResult, Outcome, RetryReport
 from postman_async.testing import Faults
 
-from ..helpers import client_for, fast_orchestrator
+from ..helpers import client_for, fast_orchestrator, wait_for_condition
 
 FAIL = (pa.MessageStatus.FAILURE, "delivery_error", "recipient_unavailable")
 
@@ -98,10 +98,7 @@ async def test_a_cancelled_run_tells_posts_in_flight_from_ids_never_posted(make_
     async with client_for(sim, rate_limit=4.0) as client:
         orchestrator = fast_orchestrator(client, concurrency=6)
         run = asyncio.ensure_future(orchestrator.retry_messages(ids))
-        for _ in range(200):
-            await asyncio.sleep(0.02)
-            if sum(sim.posts.retries.values()) >= 2:
-                break
+        await wait_for_condition(lambda: sum(sim.posts.retries.values()) >= 2, "two POSTs")
         run.cancel()
         with pytest.raises(asyncio.CancelledError):
             await run

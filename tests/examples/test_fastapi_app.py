@@ -36,6 +36,7 @@ from postman_async.jobs import JobSettings, JobStore
 from postman_async.testing import PostmanSimulator
 from postman_async.testing.process import free_port
 
+from ..helpers import wait_for_condition
 from ..jobs.harness import Workers
 from ..redis_server import RedisServer
 
@@ -75,12 +76,14 @@ async def serving(app: FastAPI, caller: str | None = "alice") -> AsyncIterator[h
 
 
 async def finished(http: httpx.AsyncClient, job_id: str) -> dict[str, object]:
-    for _ in range(600):
-        view: dict[str, object] = (await http.get(f"/retry-jobs/{job_id}")).json()
-        if view["state"] in ("finished", "cancelled"):
-            return view
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish")
+    view: dict[str, object] = {}
+
+    async def ended() -> bool:
+        view.update((await http.get(f"/retry-jobs/{job_id}")).json())
+        return view["state"] in ("finished", "cancelled")
+
+    await wait_for_condition(ended, f"job {job_id} to finish", interval=0.1)
+    return view
 
 
 async def test_otp_goes_ahead_of_a_redis_job_that_any_replica_can_read(
@@ -98,8 +101,7 @@ async def test_otp_goes_ahead_of_a_redis_job_that_any_replica_can_read(
             created = (await http.post("/retry-jobs", json={"messageIds": ids})).json()
             assert "job_id" not in created and created["state"] == "running"
             job = created["jobId"]
-            while not sim.posts.retries:  # noqa: ASYNC110 - until the workers have started
-                await asyncio.sleep(0.05)
+            await wait_for_condition(lambda: bool(sim.posts.retries), "the workers to start")
             ahead = []
             for _ in range(5):
                 arrived_before = len(sim.request_log)
@@ -160,16 +162,18 @@ async def test_a_job_lost_by_redis_is_410_and_resubmitting_its_jobid_posts_nothi
         # A 2 s HTTP timeout: the job submitted again waits that (plus the window) to read.
         async with serving(make_app(sim, job_redis, job_http_timeout=2.0)) as http:
             assert (await http.post("/retry-jobs", json=body)).json()["jobId"] == "nightly-7"
-            while len(sim.posts.accepted_retries) < 10:  # noqa: ASYNC110 - workers move it
-                await asyncio.sleep(0.05)
+            await wait_for_condition(lambda: len(sim.posts.accepted_retries) >= 10, "10 retries")
             await redis.flushall()
             before = set(sim.posts.accepted_retries)
-            for _ in range(200):  # until a worker has recorded the loss
+            lost = await http.get("/retry-jobs/nightly-7")
+
+            async def told() -> bool:  # until a worker has recorded the loss
+                nonlocal lost
                 lost = await http.get("/retry-jobs/nightly-7")
-                if lost.status_code == 410:
-                    break
-                await asyncio.sleep(0.05)
-            assert lost.status_code == 410 and "same jobId" in lost.text, lost.text
+                return lost.status_code == 410
+
+            await wait_for_condition(told, "a worker to record the loss")
+            assert "same jobId" in lost.text, lost.text
             # What told the loss (when it fails: the lost job's start the new one reads from)
             tombs = [await redis.hgetall(k) async for k in redis.scan_iter(match="*:lost:*")]
             again = await http.post("/retry-jobs", json=body)

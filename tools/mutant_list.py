@@ -136,6 +136,24 @@ MUTANTS: list[Mutant] = [
         (f"{JOBS}/test_journal_scripts.py",),
         "a lost job told without its start ignores this host's record of when it started",
     ),
+    M(
+        "expired_taken_for_lost",
+        "postman_async/jobs/store.py",
+        "            if record is None or await self.retired(record.marker):",
+        "            if record is None:",
+        (f"{JOBS}/test_journal_scripts.py",),
+        "a job that ended and expired is taken for lost by a host that still records it",
+    ),
+    M(
+        "expired_marked_lost_by_worker",
+        "postman_async/jobs/taskiq_app.py",
+        "            if now_marker is None and await store.retired(marker):",
+        "            if False:",
+        (
+            f"{JOBS}/test_job_data_loss.py::test_a_worker_that_missed_the_finish_does_not_mark_the_expired_job_lost",
+        ),
+        "a worker that missed a job's finish marks it lost once its keys expire",
+    ),
     # -- trust boundaries --------------------------------------------------------------------
     M(
         "pin_ignored",

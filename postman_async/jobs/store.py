@@ -186,7 +186,9 @@ class JobStore:
         record = self.records.get(self.job_id) if self.records is not None else None
         if chunks is None and not tomb and count_ms is None:
             # Never created, or expired; or Redis lost everything and this host remembers it.
-            return None if record is None else record.created_ms
+            if record is None or await self.retired(record.marker):
+                return None
+            return record.created_ms
         known_ms = tomb.get(b"created_ms") or meta_ms or count_ms
         # Remnants (a stale worker's counter) may name no creation; this host's record may.
         return int(known_ms or (record.created_ms if record is not None else 0))
@@ -387,9 +389,22 @@ class JobStore:
             handle.write("\n]}\n")
         return count
 
+    @property
+    def retired_key(self) -> str:
+        """The marker of the job's last incarnation let expire after its report was taken:
+        a host or worker that remembers that incarnation knows it ended, not lost."""
+        return f"{self.namespace}:retired:{{{self.job_id}}}"
+
+    async def retired(self, marker: str) -> bool:
+        """Whether the incarnation ``marker`` finished and was let expire (not lost)."""
+        return bool(marker) and await self.redis.get(self.retired_key) == marker.encode()
+
     async def expire(self, seconds: float) -> None:
         """Let every key of the job expire in ``seconds`` (after its report was taken)."""
         ms = int(seconds * 1000)
+        marker = await self.redis.hget(self.key("meta"), "marker")
+        if marker is not None:  # kept as long as a tombstone: see :meth:`retired`
+            await self.redis.set(self.retired_key, marker, ex=LOST_TTL)
         # First, so that keys expiring a moment apart never look like a lost job's remnants.
         await self.redis.hdel(self.key("count"), "created_ms", "marker")
         async for key in self.redis.scan_iter(match=f"{_glob_escape(self.prefix)}:*", count=500):

@@ -152,7 +152,7 @@ class WorkerContext:
             self._tell_once(job_id, "refused", str(exc))
             return ChunkStatus.REFUSED
         except JobError as exc:
-            if job_id in self.known:
+            if job_id in self.known and not await store.retired(self.known[job_id][0]):
                 reason = "its keys vanished while it ran"
                 return await self.lost(store, reason, self.known[job_id])
             logger.info("job %s: %s; task dropped", job_id, exc)
@@ -216,7 +216,10 @@ class WorkerContext:
             now_marker, finished, read_first = await self._redis.hmget(
                 store.key("meta"), ["marker", "finished_ms", "read_first_ms"]
             )
-            if now_marker is None:
+            if now_marker is None and await store.retired(marker):  # ended, then expired
+                self.known.pop(job_id, None)
+                self.records.forget(job_id)
+            elif now_marker is None:
                 await self.lost(store, "its keys vanished while it ran", (marker, created_ms))
             elif finished is not None:
                 self.known.pop(job_id, None)

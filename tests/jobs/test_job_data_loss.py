@@ -207,3 +207,30 @@ async def test_a_slice_of_the_lost_job_ending_late_does_not_mark_the_job_submitt
     again = JobStore(redis, "twice")
     assert await again.settings() is not None  # not marked lost
     assert slices[0] != slices[1] and context.known["twice"][0] == slices[1] == again.marker
+
+
+@pytest.mark.simulator(messages=4)
+async def test_a_worker_that_missed_the_finish_does_not_mark_the_expired_job_lost(
+    redis: aioredis.Redis, job_redis: RedisServer, simulator: Sim
+) -> None:
+    """A worker remembers a job (its record on disk) that finished and expired while it was
+    stopped: its check finds the keys gone and knows the job ended; no tombstone."""
+
+    async def no_kick(job_id: str, chunk: int) -> None:
+        """Nothing runs here."""
+
+    await submit_job(redis, "ended", simulator.ids, simulator.settings(), kick=no_kick)
+    store = JobStore(redis, "ended")
+    await store.settings()
+    config = WorkerConfig.of(
+        [CampaignConfig(simulator.campaign_id, simulator.api_key, simulator.base_url, 1000.0)]
+    )
+    context = taskiq_app.WorkerContext(redis=aioredis.Redis.from_url(job_redis.url), config=config)
+    try:
+        context.records.remember("ended", store.marker, store.created_ms)
+        await store.expire(0)
+        await context.check_known()
+        assert context.records.get("ended") is None and "ended" not in context.known
+    finally:
+        await context.aclose()
+    assert await redis.exists(store.lost_key) == 0

@@ -147,3 +147,23 @@ async def test_a_lost_job_told_by_a_worker_without_its_start_starts_from_this_ho
     assert await lost.mark_lost(reason="gone", created_ms=None, by="w2", marker="")
     again = JobStore(redis, "stale-counter", records=records)
     assert (await again.create(SETTINGS)).read_first_ms == started
+
+
+async def test_a_job_that_ended_and_expired_is_not_taken_for_lost_by_a_host_that_ran_it(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """Host B (a worker stopped before it saw the job finish) still records the job when its
+    report is taken elsewhere and its keys expire. Neither B's status nor a new job under the
+    same ID (tomorrow's "nightly") is taken for a lost one: a lost job's read-first would
+    count every attempt since the old start as "retried earlier" and retry nothing."""
+    here = LocalJobRecords(redis, root=tmp_path / "a")
+    there = LocalJobRecords(redis, root=tmp_path / "b")
+    ended = JobStore(redis, "nightly", records=here)
+    await ended.create(SETTINGS)
+    there.remember("nightly", ended.marker, ended.created_ms)
+    await ended.expire(0)  # the report was taken: every key goes
+    assert await redis.keys(f"{ended.prefix}:*") == []
+    tomorrow = JobStore(redis, "nightly", records=there)
+    assert await tomorrow.settings() is None  # "no job", not "lost"
+    assert (await tomorrow.create(SETTINGS)).read_first_ms is None
+    assert await redis.exists(tomorrow.lost_key) == 0

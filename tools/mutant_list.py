@@ -338,7 +338,7 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "redis_answers_ignored",
-        "postman_async/_redis_answers.py",
+        "postman_async/_redis_grants.py",
         "        self._settle(max(start, now - self._clock.credit))",
         "        self._settle(self.due)",
         ("tests/distributed/test_redis_limiter.py",),
@@ -346,7 +346,7 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "redis_lost_answer_at_once",
-        "postman_async/_redis_answers.py",
+        "postman_async/_redis_grants.py",
         "        self._settle(min(now, start + self._clock.cap))",
         "        self._settle(start)",
         ("tests/distributed/test_redis_limiter.py",),

@@ -154,6 +154,36 @@ MUTANTS: list[Mutant] = [
         ),
         "a worker that missed a job's finish marks it lost once its keys expire",
     ),
+    M(
+        "recreated_job_unflagged_by_check",
+        "postman_async/jobs/taskiq_app.py",
+        "                    await self._read_first_after(store, (marker, created_ms))",
+        "                    pass",
+        (
+            f"{JOBS}/test_job_data_loss.py::test_a_job_created_again_over_an_unrecorded_loss_reads_first_from_the_old_start",
+        ),
+        "a job created again over an unrecorded loss is not made to read first by the check",
+    ),
+    M(
+        "recreated_job_slice_posts_blind",
+        "postman_async/jobs/taskiq_app.py",
+        "            await self._read_first_after(store, previous)  # before this slice's first"
+        "            pass",
+        (
+            f"{JOBS}/test_job_data_loss.py::test_a_job_created_again_over_an_unrecorded_loss_reads_first_from_the_old_start",
+        ),
+        "a slice of a job created again over an unrecorded loss POSTs without reading first",
+    ),
+    M(
+        "ended_job_read_first",
+        "postman_async/jobs/taskiq_app.py",
+        "        if not await store.retired(old[0]):",
+        "        if True:",
+        (
+            f"{JOBS}/test_job_data_loss.py::test_a_job_created_again_over_an_unrecorded_loss_reads_first_from_the_old_start",
+        ),
+        "a new job under the id of one that ended and expired is made to read first",
+    ),
     # -- trust boundaries --------------------------------------------------------------------
     M(
         "pin_ignored",

@@ -162,6 +162,10 @@ class WorkerContext:
             await store.refuse(self.owner, refusal)
             self._tell_once(job_id, "refused", f"job {job_id} refused: {refusal}")
             return ChunkStatus.REFUSED
+        previous = self.known.get(job_id)
+        if previous and previous[0] != store.marker and settings.read_first_ms is None:
+            await self._read_first_after(store, previous)  # before this slice's first POST
+            settings = await store.require_settings()
         incarnation = self.known[job_id] = (store.marker, store.created_ms)
         self.records.remember(job_id, store.marker, store.created_ms)
         campaign = self.config.campaigns[settings.campaign_id]
@@ -226,10 +230,16 @@ class WorkerContext:
                 self.records.forget(job_id)
             elif now_marker.decode() != marker:
                 self.known.pop(job_id, None)
-                # Submitted again before the loss was recorded (with a start of 0, unknown,
-                # its reads say "outcome unknown" for IDs in failure: no POST, no guess).
                 if read_first is None:
-                    await self._redis.hsetnx(store.key("meta"), "read_first_ms", created_ms)
+                    await self._read_first_after(store, (marker, created_ms))
+
+    async def _read_first_after(self, store: JobStore, old: tuple[str, int]) -> None:
+        """``store``'s job was created again since this worker ran its incarnation ``old``
+        (marker, start). Unless ``old`` ended and expired, the job was submitted again after
+        a loss nobody recorded: it reads each ID before any POST, from ``old``'s start (0,
+        unknown: "outcome unknown" for IDs in failure, no POST and no guess)."""
+        if not await store.retired(old[0]):
+            await self._redis.hsetnx(store.key("meta"), "read_first_ms", old[1])
 
     @property
     def _redis(self) -> Any:

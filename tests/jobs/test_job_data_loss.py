@@ -234,3 +234,46 @@ async def test_a_worker_that_missed_the_finish_does_not_mark_the_expired_job_los
     finally:
         await context.aclose()
     assert await redis.exists(store.lost_key) == 0
+
+
+@pytest.mark.simulator(messages=4)
+@pytest.mark.parametrize("first", ["check", "slice", "ended"])
+async def test_a_job_created_again_over_an_unrecorded_loss_reads_first_from_the_old_start(
+    redis: aioredis.Redis, job_redis: RedisServer, simulator: Sim, first: str
+) -> None:
+    """Redis lost a job this worker ran, and nobody recorded it (no tombstone; submitted
+    again from a host with no record): the job comes back without the read-first flag. The
+    worker that knew the old incarnation sets it from the old start, whether its periodic
+    check or a slice of the new job gets there first. Not when the old one ended and
+    expired (``ended``): then the job is a new one."""
+
+    async def no_kick(job_id: str, chunk: int) -> None:
+        """Chunks are run by hand here."""
+
+    settings = simulator.settings(chunks=1)
+    config = WorkerConfig.of(
+        [CampaignConfig(simulator.campaign_id, simulator.api_key, simulator.base_url, 1000.0)]
+    )
+    context = taskiq_app.WorkerContext(redis=aioredis.Redis.from_url(job_redis.url), config=config)
+    try:
+        await submit_job(redis, "again", simulator.ids, settings, kick=no_kick)
+        old = JobStore(redis, "again")
+        await old.settings()
+        context.known["again"] = (old.marker, old.created_ms)  # it ran a slice of it
+        if first == "ended":
+            await old.expire(0)
+        else:
+            await redis.flushall()
+        await submit_job(redis, "again", simulator.ids, settings, kick=no_kick)
+        new = JobStore(redis, "again")
+        assert (await new.require_settings()).read_first_ms is None  # nobody knew
+        if first == "slice":
+            assert await context.run("again", 0) == ChunkStatus.DONE
+        else:
+            await context.check_known()
+    finally:
+        await context.aclose()
+    read_first = (await new.require_settings()).read_first_ms
+    assert read_first == (None if first == "ended" else old.created_ms)
+    if first == "slice":  # the slice read every ID before it POSTed: the old start is old
+        assert (await new.progress()).done == len(simulator.ids)

@@ -167,7 +167,7 @@ MUTANTS: list[Mutant] = [
     M(
         "recreated_job_slice_posts_blind",
         "postman_async/jobs/taskiq_app.py",
-        "            await self._read_first_after(store, previous)  # before this slice's first"
+        "            await self._read_first_after(store, previous)",
         "            pass",
         (
             f"{JOBS}/test_job_data_loss.py::test_a_job_created_again_over_an_unrecorded_loss_reads_first_from_the_old_start",

@@ -7,6 +7,7 @@ Redis: ``--redis`` or ``POSTMAN_ASYNC_REDIS_URL`` (default ``redis://127.0.0.1:6
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +25,28 @@ DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 
 class JobCliError(CliError):
     """A job command cannot go on: bad input (exit 2) or Redis unreachable (exit 8)."""
+
+
+def _at_least_one(text: str) -> int:
+    """An argparse type: a whole number >= 1 (0 would mean "unlimited" to taskiq)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _seconds_or_now(text: str) -> float:
+    """An argparse type: a finite number of seconds >= 0 (0: expire at once)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text!r}")
+    return value
 
 
 def add_job_parser(
@@ -83,7 +106,7 @@ def add_job_parser(
     )
     report.add_argument(
         "--expire-after",
-        type=float,
+        type=_seconds_or_now,
         default=86400.0,
         metavar="SECONDS",
         help="let the job's keys expire this long after a finished job's report (default 1 day)",
@@ -100,8 +123,8 @@ def add_job_parser(
         "$POSTMAN_CAMPAIGN_ID, $POSTMAN_API_KEY (or $POSTMAN_API_KEY_FILE) and "
         "$POSTMAN_BASE_URL. A job for any other campaign or base URL is refused.",
     )
-    worker.add_argument("--concurrency", type=int, default=16, help="chunks run at once")
-    worker.add_argument("--supervise-every", type=float, default=5.0, metavar="SECONDS")
+    worker.add_argument("--concurrency", type=_at_least_one, default=16, help="chunks run at once")
+    worker.add_argument("--supervise-every", type=number, default=5.0, metavar="SECONDS")
     worker.add_argument(
         "--campaigns-file",
         default=os.environ.get("POSTMAN_ASYNC_CAMPAIGNS_FILE"),

@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 
+from postman_async import cli as cli_module
 from postman_async.jobs import JobStore
 
 from ..redis_server import RedisServer
@@ -72,3 +74,21 @@ async def test_submit_status_report_and_errors(
         cli, "job", "status", "cli-1", "--redis", "redis://127.0.0.1:1/0"
     )
     assert down.returncode == 8 and "Redis at redis://127.0.0.1:1/0" in down.stderr  # network
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["report", "j", "--out", "x", "--expire-after", "-5"], "must be a finite number >= 0"),
+        (["report", "j", "--out", "x", "--expire-after", "inf"], "must be a finite number >= 0"),
+        (["worker", "--concurrency", "0"], "--concurrency: must be at least 1"),
+        (["worker", "--supervise-every", "0"], "--supervise-every: must be a finite number > 0"),
+    ],
+)
+def test_job_numbers_out_of_range_are_refused_before_redis_is_reached(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A negative expiry deleted the job's keys at once; a worker with 0 concurrency ran
+    unlimited tasks and one supervising every 0 s busy-looped on Redis."""
+    assert cli_module.main(["job", *argv, "--redis", "redis://127.0.0.1:1"]) == 2
+    assert message in capsys.readouterr().err

@@ -145,7 +145,7 @@ async def cmd_job(args: argparse.Namespace, out: Output) -> int:
         if kicks:
             from ..jobs import taskiq_app
     except ImportError as exc:
-        raise JobCliError(str(exc)) from exc
+        raise JobCliError(_missing(exc)) from exc
     check_redis_url(args.redis)
     if kicks:
         taskiq_app.configure(args.redis)
@@ -246,13 +246,24 @@ async def _cancel(args: argparse.Namespace, store: Any, out: Output) -> int:
     return 0
 
 
+def _missing(exc: ImportError) -> str:
+    """What to install, for a job command whose dependency is missing."""
+    if (exc.name or "").split(".")[0] == "redis":
+        return (
+            'job status, report and cancel need redis-py: pip install "postman-async[redis]" '
+            '(job submit and worker: "postman-async[taskiq]")'
+        )
+    return str(exc)
+
+
 def check_redis_url(url: str) -> None:
     """Refuse a malformed Redis URL before a library quotes a piece of its password."""
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        db = parts.path.lstrip("/")
         well_formed = parts.scheme in ("redis", "rediss", "unix") and (
-            parts.scheme == "unix" or bool(parts.hostname)
+            parts.scheme == "unix" or (bool(parts.hostname) and (db == "" or db.isdigit()))
         )
     except ValueError:
         well_formed = False

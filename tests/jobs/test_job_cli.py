@@ -92,3 +92,25 @@ def test_job_numbers_out_of_range_are_refused_before_redis_is_reached(
     unlimited tasks and one supervising every 0 s busy-looped on Redis."""
     assert cli_module.main(["job", *argv, "--redis", "redis://127.0.0.1:1"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_job_command_without_redis_py_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plain ``pip install postman-async``: the job commands name the extra to install
+    (they said only "No module named 'redis'")."""
+    for name in ("redis", "redis.asyncio", "redis.exceptions"):
+        monkeypatch.setitem(sys.modules, name, None)
+    assert cli_module.main(["job", "status", "j", "--redis", "redis://127.0.0.1:1"]) == 2
+    assert 'pip install "postman-async[redis]"' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("db", ["abc", "0/x", "-1"])
+def test_a_redis_url_naming_no_database_number_is_refused(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``redis://…/abc`` silently meant database 0."""
+    url = f"redis://:hunter2@127.0.0.1:1/{db}"
+    assert cli_module.main(["job", "status", "j", "--redis", url]) == 2
+    err = capsys.readouterr().err
+    assert "malformed Redis URL" in err and "hunter2" not in err

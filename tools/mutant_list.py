@@ -184,6 +184,14 @@ MUTANTS: list[Mutant] = [
         ),
         "a new job under the id of one that ended and expired is made to read first",
     ),
+    M(
+        "stuck_slice_holds_lease",
+        "postman_async/jobs/runner.py",
+        "            if clock() > until:",
+        "            if False:",
+        (f"{JOBS}/test_journal_scripts.py",),
+        "a slice stuck in a call that never returns renews its lease forever",
+    ),
     # -- trust boundaries --------------------------------------------------------------------
     M(
         "pin_ignored",

@@ -89,10 +89,19 @@ class _Lease:
     ttl: float
     lost: bool = False
 
-    async def keep(self, sleep: Sleep) -> None:
-        """Heartbeat at a third of the TTL while this runs; flags ``lost`` when fenced."""
+    async def keep(self, sleep: Sleep, clock: Clock, until: float) -> None:
+        """Heartbeat at a third of the TTL while this runs, up to ``until``; flags ``lost``
+        when fenced. A slice stuck past ``until`` (a call that never returns) lets the lease
+        lapse: another worker takes the chunk over, and this slice's intents are fenced."""
         while not self.lost:
             await sleep(self.ttl / 3)
+            if clock() > until:
+                logger.warning(
+                    "job %s chunk %d: the slice overran its time; letting its lease lapse",
+                    self.store.job_id,
+                    self.chunk,
+                )
+                return
             try:
                 ok = await self.store.run("HEARTBEAT", self.chunk, self.epoch, int(self.ttl * 1000))
             except Exception as exc:  # Redis down: the lease may lapse; intents stay fenced
@@ -124,10 +133,14 @@ async def run_chunk(
         return ChunkStatus.HELD
     lease = _Lease(store, chunk, int(epoch), settings.lease_ttl)
     run = _ChunkRun(store, client, settings, lease, hooks, _executor(client, pacer, clock, sleep))
-    keeper = asyncio.ensure_future(lease.keep(sleep))
+    deadline = clock() + max_seconds
+    # The slice checks its deadline between IDs; one ID may take a settle wait and a POST
+    # with its re-sends past it. Beyond that, the slice is stuck.
+    overrun = settings.window + 4 * settings.http_timeout + settings.lease_ttl
+    keeper = asyncio.ensure_future(lease.keep(sleep, clock, deadline + overrun))
     status = ChunkStatus.LOST
     try:
-        status = await run.work(clock() + max_seconds, clock)
+        status = await run.work(deadline, clock)
         return status
     except LeaseLost:
         return ChunkStatus.LOST

@@ -167,3 +167,31 @@ async def test_a_job_that_ended_and_expired_is_not_taken_for_lost_by_a_host_that
     assert await tomorrow.settings() is None  # "no job", not "lost"
     assert (await tomorrow.create(SETTINGS)).read_first_ms is None
     assert await redis.exists(tomorrow.lost_key) == 0
+
+
+async def test_a_slice_stuck_past_its_time_stops_renewing_its_lease(
+    redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slice stuck in a call that never returns must not hold its chunk forever (a job
+    stuck at "leased" after a Redis restart): its heartbeat stops at ``until``, so the lease
+    lapses and another worker takes over (the stuck slice's intents are fenced)."""
+    from postman_async.jobs.runner import _Lease
+
+    store = await job(redis, ["m1"])
+    _, epoch, _ = await store.run("TAKE_LEASE", 0, "w1", 3000)
+    now = [0.0]
+    beats: list[float] = []
+    run = store.run
+
+    async def sleep(delay: float) -> None:
+        now[0] += delay
+
+    async def counted(script: str, *args: Any) -> Any:
+        if script == "HEARTBEAT":
+            beats.append(now[0])
+        return await run(script, *args)
+
+    monkeypatch.setattr(store, "run", counted)
+    lease = _Lease(store, 0, int(epoch), ttl=3.0)
+    await asyncio.wait_for(lease.keep(sleep, lambda: now[0], until=10.0), 5)
+    assert beats == [float(t) for t in range(1, 11)] and not lease.lost

@@ -25,6 +25,20 @@ from postman_async.testing import PostmanSimulator
 
 from .redis_server import RedisServer
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile the package's bytecode once (controller only): the ~250 processes the suite
+    starts (CLI runs, workers, simulators) then load it instead of compiling every module
+    each, even where ``PYTHONDONTWRITEBYTECODE`` keeps them from writing it."""
+    if not hasattr(config, "workerinput"):
+        import compileall
+        from pathlib import Path
+
+        root = Path(__file__).parents[1]
+        for package in ("postman_async", "tests", "examples"):
+            compileall.compile_dir(root / package, quiet=1)
+
+
 #: Where the long tests are (worker processes, subprocesses, a wheel build), longest first.
 #: They are started first, so that the short ones fill the workers' tails.
 SLOW_FIRST = (

@@ -1,7 +1,7 @@
 """The package as a user installs it: the wheel, in a fresh virtual environment.
 
 Slow on purpose, and marked so (``packaging``): building the wheel and a venv, and installing it
-with pytest from the package index, takes about 10-20 s. One venv serves the whole session.
+with pytest from the package index, takes about 10-30 s. One venv serves the whole session.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ ROOT = Path(__file__).parents[2]
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "packaging: builds the wheel and installs it in a fresh venv (slow: 10-20 s, "
+        "packaging: builds the wheel and installs it in a fresh venv (slow: 10-30 s, "
         "needs the package index)",
     )
 
